@@ -436,6 +436,28 @@ def _bytes_of(array: np.ndarray) -> np.ndarray:
     return array.reshape(-1).view(np.uint8)
 
 
+def map_uint8(src: np.ndarray, table: np.ndarray, dst: np.ndarray) -> None:
+    """``dst.flat[i] = table[src.flat[i]]`` for contiguous ``src`` (uint8) and ``dst`` (table's dtype),
+    in the native loop with the GIL released."""
+    word = _WORD[table.dtype.itemsize]
+    _native.lut_map(src.reshape(-1), table.view(word), dst.reshape(-1).view(word))
+
+
+def convert_uint8(x: np.ndarray, *, dtype=None, normalize=False, mean=None, std=None, layout=None):
+    """Apply read_idx's conversion and layout options to a uint8 array already in memory.
+
+    Returns a new aligned array (or ``x`` reshaped, when nothing is converted)."""
+    target = resolve_dtype(x.dtype, dtype, normalize, mean, std)
+    shape = layout_shape(x.shape, layout)
+    if target == x.dtype:
+        return np.ascontiguousarray(x).reshape(shape)
+    if x.dtype != np.uint8:
+        return x.astype(target).reshape(shape)
+    out = _aligned_empty(shape, target)
+    map_uint8(np.ascontiguousarray(x), conversion_table(target, normalize, mean, std), out)
+    return out
+
+
 def _decode_payload(stream: _Decoded, header: Header, out: np.ndarray, table) -> None:
     """Decode the payload into ``out`` (flat view of the final array), converting on the way."""
     name = stream.inp.name
@@ -447,8 +469,7 @@ def _decode_payload(stream: _Decoded, header: Header, out: np.ndarray, table) ->
             if header.dtype.itemsize > 1 and sys.byteorder == "little":
                 _native.byteswap(raw.view(_WORD[header.dtype.itemsize]))
             return
-        words = out.reshape(-1).view(_WORD[out.dtype.itemsize])
-        table_words = table.view(_WORD[table.dtype.itemsize])
+        flat = out.reshape(-1)
         staging = np.empty(min(_MAP_CHUNK, need), np.uint8)
         done = 0
         while done < need:
@@ -456,9 +477,8 @@ def _decode_payload(stream: _Decoded, header: Header, out: np.ndarray, table) ->
             try:
                 stream.read_exact(staging[:n])
             except _EndOfInput as end:
-                _native.lut_map(staging[: end.got], table_words, words[done:])
                 raise _EndOfInput(done + end.got) from None
-            _native.lut_map(staging[:n], table_words, words[done : done + n])
+            map_uint8(staging[:n], table, flat[done : done + n])
             done += n
     except _EndOfInput as end:
         raise IDXTruncatedError(

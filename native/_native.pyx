@@ -242,3 +242,47 @@ def byteswap(word_t[::1] data not None):
                 data[i] = fastidx_bswap32(data[i])
             elif word_t is uint64_t:
                 data[i] = fastidx_bswap64(data[i])
+
+
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    static int fastidx_populate_write(void *addr, size_t length) { return -1; }
+    static size_t fastidx_page_size(void) { return 4096; }
+    #else
+    #include <sys/mman.h>
+    #include <unistd.h>
+    #ifndef MADV_POPULATE_WRITE
+    #define MADV_POPULATE_WRITE 23
+    #endif
+    static int fastidx_populate_write(void *addr, size_t length) {
+        return madvise(addr, length, MADV_POPULATE_WRITE);
+    }
+    static size_t fastidx_page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+    #endif
+    """
+    int fastidx_populate_write(void *addr, size_t length) nogil
+    size_t fastidx_page_size() nogil
+
+
+def prefault(uint8_t[::1] buf not None):
+    """Fault in the whole pages inside ``buf`` for writing, without touching their contents.
+
+    Fresh anonymous memory costs a page fault per 4 KiB on first write, which for a large output
+    array costs as much as decoding it. Run from a second thread while the decoder writes from the
+    front, this moves that cost off the decoder's core. Safe to race with writers: the kernel only
+    maps pages, it never writes data. Returns False where the kernel lacks MADV_POPULATE_WRITE.
+    """
+    cdef Py_ssize_t n = buf.shape[0]
+    cdef size_t page = fastidx_page_size()
+    cdef size_t start, end
+    cdef int rc = 0
+    if n == 0:
+        return True
+    start = (<size_t>&buf[0] + page - 1) & ~(page - 1)
+    end = (<size_t>&buf[0] + <size_t>n) & ~(page - 1)
+    if end <= start:
+        return True
+    with nogil:
+        rc = fastidx_populate_write(<void *>start, end - start)
+    return rc == 0

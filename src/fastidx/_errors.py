@@ -70,3 +70,7 @@ def source_name(source) -> str:
     if isinstance(name, (str, os.PathLike)):
         return os.fspath(name)
     return "<stream>"
+
+
+class CacheWarning(UserWarning):
+    """A cached file was damaged or unusable: it was removed (or set aside) and will be fetched again."""

@@ -1,0 +1,217 @@
+"""fetch() from several processes at once, and processes that die or are interrupted mid-download."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import filelock
+import pytest
+
+from fastidx import _fetch, registry
+from fastidx._errors import DownloadError
+from http_server import (  # noqa: F401 (fixtures)
+    MNIST_DIR,
+    REPO,
+    fetch_env,
+    gunzip_sha256,
+    leftovers,
+    needs_shared_data,
+    server,
+)
+
+pytestmark = [needs_shared_data, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]
+
+PROCESSES = 6
+MNIST = registry.get("mnist")
+TRAIN_IMAGES = "/mnist/train-images-idx3-ubyte.gz"
+
+# A child process: waits for the go signal, fetches MNIST from the test server only (the registry's
+# internet URLs removed), prints {role: [path, sha256]}.
+CHILD = textwrap.dedent(
+    """
+    import dataclasses, hashlib, json, os, sys, time
+    from pathlib import Path
+    from fastidx import _fetch, registry
+
+    ready, go, mirror = sys.argv[1:4]
+    Path(ready).touch()
+    deadline = time.monotonic() + 60
+    while go != "-" and not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    spec = registry.get("mnist")
+    spec = dataclasses.replace(
+        spec, files={r: dataclasses.replace(f, urls=()) for r, f in spec.files.items()})
+    files = _fetch.fetch(spec, mirrors=mirror)
+    print(json.dumps({r: [str(p), hashlib.sha256(p.read_bytes()).hexdigest()] for r, p in files.items()}))
+    """
+)
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)  # fetch_env's settings: cache, fast retries, dead proxy for the internet
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
+def start_child(tmp_path: Path, name: str, mirror: str, go: Path | None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path / f"ready-{name}"), str(go or "-"), mirror],
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_six_processes_download_each_file_once(fetch_env, server, tmp_path):
+    server.add_dir("/mnist", MNIST_DIR)
+    sizes = {f"/mnist/{p.name}": p.stat().st_size for p in MNIST_DIR.iterdir()}
+    # Slow bodies, so that every process arrives while the first is still downloading.
+    for path, size in sizes.items():
+        server.fault(path, rate=max(size / 0.4, 6e6) if path != TRAIN_IMAGES else 6e6)
+    go = tmp_path / "go"
+    children = [start_child(tmp_path, str(i), server.url, go) for i in range(PROCESSES)]
+    try:
+        wait_for(lambda: all((tmp_path / f"ready-{i}").exists() for i in range(PROCESSES)), 60, "children")
+        began = time.monotonic()
+        go.touch()
+        results = [child.communicate(timeout=60) for child in children]
+        elapsed = time.monotonic() - began
+    finally:
+        for child in children:
+            child.kill()
+    for child, (out, err) in zip(children, results):
+        assert child.returncode == 0, err
+    outputs = [json.loads(out) for out, _ in results]
+    assert all(output == outputs[0] for output in outputs)  # same files, same bytes
+    for role, (path, _) in outputs[0].items():
+        assert Path(path) == fetch_env / "mnist" / MNIST.files[role].name
+        assert gunzip_sha256(path) == MNIST.files[role].content_sha256
+    report = {}
+    for path, size in sizes.items():
+        stats = server.get(path)
+        report[path] = (stats.requests, stats.bytes_sent, size)
+        assert stats.requests == 1, report
+        assert stats.bytes_sent <= 1.2 * size, report
+    waits = [err.count("fastidx: waiting for another process") for _, err in results]
+    assert sum(waits) >= 1 and max(waits) <= len(sizes), waits  # said once per file awaited, at most
+    assert leftovers(fetch_env / "mnist") == []
+    print(f"\n{PROCESSES} processes, {elapsed:.2f} s, per file (requests, bytes sent, size): {report}, waits {waits}")
+
+
+def test_killed_downloader_does_not_block_others(fetch_env, server, tmp_path):
+    server.add_dir("/mnist", MNIST_DIR)
+    server.fault(TRAIN_IMAGES, rate=2e6)
+    victim = start_child(tmp_path, "victim", server.url, None)
+    try:
+        wait_for(lambda: server.get(TRAIN_IMAGES).bytes_sent > 500_000, 30, "the download to start")
+        target = fetch_env / "mnist" / "train-images-idx3-ubyte.gz"
+        assert leftovers(target.parent)  # its temporary file
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+    finally:
+        victim.kill()
+        victim.communicate()
+    assert _fetch.lock_path(target).exists()  # the lock file stays; the kernel dropped the lock
+    server.fault(TRAIN_IMAGES)  # full speed now
+    began = time.monotonic()
+    files = _fetch.fetch(_local_mnist(), mirrors=server.url)
+    assert time.monotonic() - began < 10
+    assert gunzip_sha256(files["train_images"]) == MNIST.files["train_images"].content_sha256
+    assert leftovers(target.parent) == []  # the dead process's temporary file was cleaned up
+
+
+def test_stale_lock_file_of_a_killed_holder(fetch_env, server, tmp_path):
+    server.add_dir("/mnist", MNIST_DIR)
+    target = fetch_env / "mnist" / "train-labels-idx1-ubyte.gz"
+    target.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(_fetch.lock_path(target))],
+        env=child_env(), stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(filelock.Timeout):
+            filelock.FileLock(str(_fetch.lock_path(target))).acquire(timeout=0.1)  # really held
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    finally:
+        holder.kill()
+        holder.communicate()
+    began = time.monotonic()
+    _fetch.fetch(_local_mnist(), mirrors=server.url)
+    assert time.monotonic() - began < 5
+
+
+def test_waiter_says_once_what_it_waits_for_and_gives_up_on_a_stalled_holder(
+    fetch_env, server, tmp_path, monkeypatch, capfd
+):
+    server.add_dir("/mnist", MNIST_DIR)
+    monkeypatch.setenv("FASTIDX_LOCK_TIMEOUT", "1.5")
+    target = fetch_env / "mnist" / "train-images-idx3-ubyte.gz"
+    target.parent.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(_fetch.lock_path(target))],
+        env=child_env(), stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        began = time.monotonic()
+        with pytest.raises(DownloadError, match="FASTIDX_LOCK_TIMEOUT") as info:
+            _fetch.fetch(_local_mnist(), mirrors=server.url)
+        waited = time.monotonic() - began
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert str(_fetch.lock_path(target)) in str(info.value)
+    assert 2.0 < waited < 10
+    err = capfd.readouterr().err
+    assert err.count("fastidx: waiting for another process downloading mnist/train-images-idx3-ubyte.gz") == 1
+    assert server.total_requests() == 0
+
+
+def test_ctrl_c_mid_download_leaves_nothing(fetch_env, server, tmp_path):
+    server.add_dir("/mnist", MNIST_DIR)
+    server.fault(TRAIN_IMAGES, rate=2e6)
+    child = start_child(tmp_path, "interrupted", server.url, None)
+    try:
+        wait_for(lambda: server.get(TRAIN_IMAGES).bytes_sent > 500_000, 30, "the download to start")
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=20)
+    finally:
+        child.kill()
+    assert child.returncode != 0 and "KeyboardInterrupt" in err
+    directory = fetch_env / "mnist"
+    assert leftovers(directory) == []
+    assert not (directory / "train-images-idx3-ubyte.gz").exists()
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time, filelock
+    lock = filelock.FileLock(sys.argv[1])
+    lock.acquire()
+    print("locked", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def _local_mnist() -> registry.DatasetSpec:
+    import dataclasses
+
+    return dataclasses.replace(
+        MNIST, files={r: dataclasses.replace(f, urls=()) for r, f in MNIST.files.items()}
+    )

@@ -57,6 +57,7 @@ class PathStats:
     requests: int = 0
     range_requests: int = 0
     bytes_sent: int = 0
+    proxied: int = 0  # requests made to this server as a proxy (absolute URL)
     statuses: list = field(default_factory=list)
     ranges: list = field(default_factory=list)
 
@@ -147,10 +148,14 @@ def _make_handler(server: FaultyServer):
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             path = self.path.split("?", 1)[0]
+            proxied = re.match(r"https?://[^/]+", path)
+            if proxied:  # asked as a forward proxy: serve the path of the absolute URL
+                path = path[proxied.end():] or "/"
             range_header = self.headers.get("Range")
             with server._lock:
                 stats = server.stats.setdefault(path, PathStats())
                 stats.requests += 1
+                stats.proxied += bool(proxied)
                 stats.ranges.append(range_header)
                 if range_header:
                     stats.range_requests += 1

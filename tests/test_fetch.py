@@ -10,6 +10,7 @@ import io
 import json
 import os
 import random
+import stat
 import time
 import zipfile
 import zlib
@@ -169,6 +170,16 @@ def test_next_mirror_after_404_and_mirror_order(fetch_env, server, monkeypatch):
     assert_official_mnist(files)
     assert server.get("/a" + TRAIN_LABELS).statuses == [404]  # mirrors= first, then FASTIDX_MIRROR
     assert server.get("/b" + TRAIN_LABELS).statuses == [200]
+
+
+def test_proxy_from_the_environment(fetch_env, server, tmp_path, monkeypatch):
+    # The test server doubles as a forward proxy; mirror.invalid is never resolved by the client.
+    spec = small_dataset("kmnist", tmp_path / "kmnist")
+    server.add_dir("/kmnist", tmp_path / "kmnist")
+    monkeypatch.setenv("http_proxy", server.url)
+    files = _fetch.fetch(spec, mirrors="http://mirror.invalid")
+    assert server.get("/kmnist/t10k-labels-idx1-ubyte.gz").proxied == 1
+    assert sha256_file(files["test_labels"]) == spec.files["test_labels"].sha256
 
 
 def test_mirror_must_be_a_url(fetch_env):
@@ -460,6 +471,9 @@ def test_kmnist(fetch_env, server, tmp_path):
         assert path == fetch_env / "kmnist" / spec.files[role].name
         assert sha256_file(path) == spec.files[role].sha256
     assert server.get("/kmnist/t10k-images-idx3-ubyte.gz").requests == 1
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(files["test_labels"].stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def emnist_archive(directory: Path, splits=("balanced", "letters")) -> tuple[Path, dict[str, bytes]]:

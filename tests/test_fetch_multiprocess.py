@@ -198,6 +198,22 @@ def test_ctrl_c_mid_download_leaves_nothing(fetch_env, server, tmp_path):
     assert not (directory / "train-images-idx3-ubyte.gz").exists()
 
 
+def test_a_full_disk_is_reported_not_retried(fetch_env, server, tmp_path):
+    # RLIMIT_FSIZE makes writes past 1 MB fail with EFBIG, as a full disk fails them with ENOSPC.
+    server.add_dir("/mnist", MNIST_DIR)
+    script = "import resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); " \
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n" + CHILD
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "ready"), "-", server.url],
+        env=child_env(), capture_output=True, text=True, timeout=60,
+    )
+    assert child.returncode != 0
+    assert "CacheDirError" in child.stderr and "File too large" in child.stderr
+    assert str(fetch_env / "mnist") in child.stderr
+    assert server.get(TRAIN_IMAGES).requests == 1  # neither retried nor tried elsewhere
+    assert leftovers(fetch_env / "mnist") == []
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, time, filelock

@@ -64,10 +64,10 @@ import logging
 import os
 import random
 import re
+import secrets
 import socket
 import ssl
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -83,12 +83,13 @@ import filelock
 from . import registry
 from ._atomic import atomic_write
 from ._errors import (
+    CacheDirError,
     CacheWarning,
     ChecksumError,
     DatasetNotFoundError,
     DownloadError,
 )
-from ._paths import cache_root, writable_dir
+from ._paths import ENV_HOME, cache_root, writable_dir
 
 __all__ = ["fetch", "discard"]
 
@@ -504,6 +505,14 @@ class _MirrorFailed(Exception):
     """This URL cannot deliver the file: go to the next mirror."""
 
 
+class _WriteFailed(Exception):
+    """Writing the local copy failed (disk full...): no mirror can help."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 
 
@@ -530,7 +539,10 @@ def _retry_after(headers) -> float:
 
 def _copy(src, out, cap: int, progress: _Progress) -> None:
     while chunk := src.read(_CHUNK):
-        out.write(chunk)
+        try:
+            out.write(chunk)
+        except OSError as exc:
+            raise _WriteFailed(exc) from exc
         progress.update(len(chunk))
         if out.tell() > cap:
             raise _MirrorFailed(f"sent more than {cap} bytes, far more than the file's size")
@@ -596,15 +608,16 @@ class _Fetcher:
         """A verified local copy: in the cache, else in another tool's cache."""
         target = self.dir / file.name
         if self.spec.archive is not None and file.sha256 is None and file.content_sha256 is None:
-            # Comes out of the archive: trusted through the manifest, else extracted again.
-            if not target.is_file() or self.manifest.vouches(target, file, self.spec.archive.sha256):
-                return target if target.is_file() else None
-            if self.manifest.has_stale_entry(target):
-                warnings.warn(
-                    f"cached file {target} changed since it was extracted; extracting it again",
-                    CacheWarning,
-                    stacklevel=2,
-                )
+            # No hash of its own: trusted as extracted from the verified archive, else extracted again.
+            if target.is_file():
+                if self.manifest.vouches(target, file, self.spec.archive.sha256):
+                    return target
+                if self.manifest.has_stale_entry(target):
+                    warnings.warn(
+                        f"cached file {target} changed since it was extracted; extracting it again",
+                        CacheWarning,
+                        stacklevel=2,
+                    )
             return None
         if target.is_file():
             if self._check(target, file, role):
@@ -628,6 +641,9 @@ class _Fetcher:
 
     def _repair(self, target: Path, file: registry.FileSpec, role: str | None) -> None:
         """Delete a cached file that fails its hash (under its lock: someone may be replacing it)."""
+        if not os.access(target.parent, os.W_OK):
+            # A read-only cache: leave it; downloading a good copy will report the directory.
+            return
         with self._locked(target, f"checking {target.name}"):
             if not target.is_file():
                 return
@@ -661,9 +677,8 @@ class _Fetcher:
         torch_root = os.environ.get(ENV_TORCHVISION_ROOT)
         if torch_sub and torch_root:
             places.append(Path(torch_root).expanduser() / torch_sub / "raw" / name)
-        return [
-            Path(os.path.abspath(p)) for p in places if p.is_file() and str(Path(os.path.abspath(p))) not in _DISTRUSTED
-        ]
+        places = [Path(os.path.abspath(place)) for place in places]
+        return [place for place in places if place.is_file() and str(place) not in _DISTRUSTED]
 
     def _keras_npz(self) -> Path | None:
         npz = self.spec.keras_npz
@@ -716,19 +731,25 @@ class _Fetcher:
         failures: list[str] = []
         refused: list[str] = []
         for url in urls:
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            tmp = Path(tmp_name)
+            fd, tmp = _new_partial(target)
             try:
                 with open(fd, "r+b") as out:
                     log.info("downloading %s", url)
                     try:
                         self._transfer(url, out, file)
+                        out.flush()
+                        os.fsync(out.fileno())
                     except _MirrorFailed as exc:
                         failures.append(f"{url}: {exc}")
                         log.warning("could not download %s: %s", url, exc)
                         continue
-                    out.flush()
-                    os.fsync(out.fileno())
+                    except (_WriteFailed, OSError) as exc:
+                        error = exc.error if isinstance(exc, _WriteFailed) else exc
+                        raise CacheDirError(
+                            f"cannot write {target.name} in the fastidx cache directory {target.parent}: "
+                            f"{error.strerror or error}; free some space, or choose another directory with "
+                            f"cache_dir= or the {ENV_HOME} environment variable"
+                        ) from error
                 verdict = _verify(tmp, file, self._decoded_limit(role))
                 if not verdict.ok:
                     refused.append(f"{url}: {_mismatch(file, verdict)}")
@@ -809,7 +830,8 @@ class _Fetcher:
                     else:
                         raise _MirrorFailed(f"unexpected HTTP status {response.status}")
                     before = out.tell()
-                    validator = validator or _validator(response.headers)
+                    if response.status != 206:
+                        validator = _validator(response.headers)
                     length = _int_or_none(response.headers.get("Content-Length"))
                     end = start + length if length is not None else None
                     if end is not None and end > cap:
@@ -826,7 +848,7 @@ class _Fetcher:
                 problem: Exception = exc
             except _MirrorFailed:
                 raise
-            except (OSError, http.client.HTTPException, ValueError) as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 problem = _classify(exc) if isinstance(exc, OSError) else _Retry(f"{type(exc).__name__}: {exc}")
                 if isinstance(problem, _MirrorFailed):
                     raise problem from None
@@ -910,8 +932,7 @@ class _Fetcher:
                 )
                 if member is None:
                     raise DatasetNotFoundError(f"{zip_path} has no member {file.name}")
-                fd, tmp_name = tempfile.mkstemp(dir=self.dir, prefix=f".{file.name}.", suffix=".part")
-                tmp = Path(tmp_name)
+                fd, tmp = _new_partial(target)
                 try:
                     digest = hashlib.sha256()
                     with open(fd, "wb") as out, archive.open(member) as src:
@@ -996,6 +1017,17 @@ def _inside(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _new_partial(target: Path) -> tuple[int, Path]:
+    """A new temporary file beside ``target``. Unlike mkstemp's 0600, its mode follows the umask,
+    so a cache shared between users stays readable."""
+    while True:
+        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:
+            continue
 
 
 def _remove_partials(target: Path) -> None:

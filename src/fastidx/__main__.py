@@ -1,0 +1,8 @@
+"""``python -m fastidx`` and the ``fastidx`` command: see :mod:`fastidx.cli`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1021 @@
+#!/usr/bin/env python3
+"""fastidx against tf.keras, the Keras code path by hand (numpy+gzip), a memory floor and torchvision.
+
+    python bench/compare.py [--quick | --smoke] [--data-dir DIR] [--json FILE] [--plot FILE]
+                            [--markdown FILE]
+
+What it does, in order:
+
+1. Builds a temporary workspace: a ``KERAS_HOME`` whose ``datasets/fashion-mnist/`` holds (links to)
+   the MNIST gz files, so that ``tf.keras.datasets.fashion_mnist.load_data()`` reads exactly the bytes
+   fastidx reads, with no network; an ``mnist.npz`` built from the same arrays for Keras's MNIST loader
+   (whose SHA-256 pin is bypassed: see ``_cases.py``); a fastidx cache directory.
+2. Checks that every contender returns identical arrays for every case (SHA-256 of each array, its
+   shape and dtype, against numpy+gzip; float32 cases against ``x.astype("float32") / 255``). It fails
+   loudly (exit status 1, the differences printed) if not; nothing is timed then.
+3. Times each case in fresh processes (one subprocess per measurement), interleaving the contenders
+   run by run; reports the median and the interquartile range of the load call measured inside the
+   child (interpreter start-up and imports excluded; the import is timed apart), and memory: the
+   child's peak RSS and the peak the load itself added above the RSS the process had before it.
+4. Scaling: synthetic MNIST-like gz IDX files from 10 thousand to 1 million 28x28 images (and 64x64
+   images at a few sizes), written with ``fastidx.write_idx`` into a temporary directory; time and
+   peak memory of fastidx (cold and cached) and numpy+gzip against size, with a linear fit.
+5. Writes the JSON, a markdown report and PNG plots, as asked.
+
+``--quick`` (CI-sized: fewer repeats, smaller scaling, the TensorFlow-based contenders timed on the
+cold cases only) finishes in under two minutes; ``--smoke`` is ``--quick`` on the package's embedded
+1,000-image MNIST sample and tiny scaling sizes (for the test suite). Neither needs TensorFlow: rows of
+a contender that is not installed say ``skipped: not installed``. A fastidx feature that this fastidx
+lacks (cache, mmap, slices, iter_batches) is detected and its rows are skipped with the reason; no
+number is ever made up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import _cases  # noqa: E402
+from _cases import CASES, FILES, REFERENCE_TOOL  # noqa: E402
+
+WORKER = HERE / "_worker.py"
+MARK = "@@RESULT@@ "
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
+TF_TOOLS = ("tf.keras", "tf.keras-npz")
+#: Cases where Keras's MNIST loader (mnist.npz) is timed: it has no gz path and no cache, so its one
+#: code path is a "repeated load"; the Fashion-MNIST loader covers the gz cases.
+NPZ_CASES = ("cached_uint8", "cached_float32")
+THREAD_PARAM_NAMES = ("threads", "num_threads", "n_threads", "nthreads", "workers", "num_workers",
+                      "max_workers")
+
+PROFILES = {
+    "full": {
+        "repeats": 7,
+        "tf_repeats": 5,
+        "tf_cases": CASES,
+        "scale_sizes": [10_000, 30_000, 100_000, 300_000, 1_000_000],
+        "scale_sizes_64": [10_000, 100_000, 300_000],
+        "scale_repeats": 3,
+        "scale_numpy": True,
+    },
+    "quick": {
+        "repeats": 3,
+        "tf_repeats": 2,
+        "tf_cases": ("cold_uint8", "cold_float32", "cached_uint8"),
+        "scale_sizes": [10_000, 30_000, 100_000],
+        "scale_sizes_64": [10_000],
+        "scale_repeats": 2,
+        "scale_numpy": True,
+    },
+    "smoke": {
+        "repeats": 1,
+        "tf_repeats": 1,
+        "tf_cases": ("cold_uint8",),
+        "scale_sizes": [1_000, 4_000],
+        "scale_sizes_64": [1_000],
+        "scale_repeats": 1,
+        "scale_numpy": False,
+    },
+}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes.
+
+
+def child_env(ws: Path) -> dict:
+    env = dict(os.environ)
+    env["KERAS_HOME"] = str(ws / "keras-home")  # read by Keras at import time
+    env["FASTIDX_HOME"] = str(ws / "fastidx-home")  # nothing may touch the user's cache
+    env["FASTIDX_OFFLINE"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.setdefault("PYTHONHASHSEED", "0")
+    env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def run_child(spec: dict, env: dict, timeout: float = 1200) -> dict:
+    cmd = [sys.executable, str(WORKER), json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"child timed out after {timeout} s: {spec['tool']} {spec.get('case')}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+    if proc.returncode != 0 or not lines:
+        raise BenchError(
+            f"child failed (exit {proc.returncode}) for {spec['tool']} "
+            f"{spec.get('case', spec.get('cases'))}:\n{proc.stderr[-4000:]}"
+        )
+    return json.loads(lines[-1][len(MARK):])
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine and environment.
+
+
+def _version(dist: str):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(argv) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    ram = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import fastidx
+    from fastidx import _native
+
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip() or None
+        dirty = bool(subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "native"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram_bytes": ram,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": _version("tensorflow-cpu") or _version("tensorflow"),
+        "keras": _version("keras"),
+        "torchvision": _version("torchvision"),
+        "zstandard": _version("zstandard"),
+        "fastidx": fastidx.__version__,
+        "fastidx_git_commit": commit,
+        "fastidx_sources_modified": dirty,
+        "zlib": _native.ZLIB_VERSION,
+        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in ["python", *argv]),
+    }
+
+
+def tool_availability() -> dict:
+    """tool -> None when usable, else why not (checked without importing anything heavy)."""
+    out = {"fastidx": None, "numpy+gzip": None, "floor": None}
+    tf = importlib.util.find_spec("tensorflow") is not None
+    out["tf.keras"] = None if tf else "not installed (tensorflow)"
+    out["tf.keras-npz"] = out["tf.keras"]
+    out["torchvision"] = (
+        None if importlib.util.find_spec("torchvision") is not None
+        else "not installed (torchvision; the benchmark does not install torch)"
+    )
+    return out
+
+
+def fastidx_features() -> dict:
+    """What this fastidx's loaders offer, by signature inspection (the verification run confirms)."""
+    from fastidx.datasets import mnist
+
+    params = inspect.signature(mnist.load).parameters
+    threads = next((name for name in THREAD_PARAM_NAMES if name in params), None)
+    return {
+        "load_parameters": list(params),
+        "iter_batches": hasattr(mnist, "iter_batches"),
+        "mmap_parameter": "mmap" in params,
+        "threads_parameter": threads,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspace.
+
+
+def check_data_dir(data_dir: Path) -> None:
+    missing = [name for name in FILES.values() if not (data_dir / name).is_file()]
+    if missing:
+        raise SystemExit(
+            f"compare.py: {data_dir} lacks {', '.join(missing)}; pass --data-dir DIR holding the four "
+            f"MNIST .gz files"
+        )
+
+
+def read_reference(data_dir: Path):
+    """The four arrays via gzip + np.frombuffer (the Keras code path)."""
+    def read(name, offset):
+        with gzip.open(data_dir / FILES[name], "rb") as f:
+            return np.frombuffer(f.read(), np.uint8, offset=offset)
+
+    out = {}
+    for split in ("train", "test"):
+        y = read(f"{split}_labels", 8)
+        x = read(f"{split}_images", 16)
+        side = int(round(math.sqrt(x.size // max(len(y), 1))))
+        out[split] = (x.reshape(len(y), side, side), y)
+    return out
+
+
+def make_workspace(ws: Path, data_dir: Path, reference, need_torchvision: bool) -> dict:
+    keras_dir = ws / "keras-home" / "datasets" / "fashion-mnist"
+    keras_dir.mkdir(parents=True)
+    for name in FILES.values():
+        os.symlink(data_dir.resolve() / name, keras_dir / name)
+    (x_train, y_train), (x_test, y_test) = reference["train"], reference["test"]
+    np.savez_compressed(
+        ws / "keras-home" / "datasets" / "mnist.npz",
+        x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+    )
+    (ws / "fastidx-cache").mkdir()
+    (ws / "fastidx-home").mkdir()
+    ctx = {
+        "data_dir": str(data_dir.resolve()),
+        "cache_dir": str(ws / "fastidx-cache"),
+        "n_train": int(x_train.shape[0]),
+        "n_test": int(x_test.shape[0]),
+        "image_shape": list(x_train.shape[1:]),
+    }
+    if need_torchvision:
+        raw = ws / "torchvision" / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for name in FILES.values():
+            with gzip.open(data_dir / name, "rb") as src, open(raw / name[:-3], "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        ctx["torchvision_root"] = str(ws / "torchvision")
+    return ctx
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification.
+
+
+def verify(tools, cases, ctx, env) -> dict:
+    """Run every contender's cases once (in one child per contender) and compare digests."""
+    reports = {}
+    for tool in tools:
+        t0 = time.perf_counter()
+        reports[tool] = run_child({"mode": "verify", "tool": tool, "cases": list(cases), "ctx": ctx},
+                                  env)
+        print(f"  verified {tool:13s} in {time.perf_counter() - t0:5.1f} s", flush=True)
+    failures, unsupported, checked = [], {}, []
+    ref = reports[REFERENCE_TOOL]["cases"]
+    for case in cases:
+        if ref[case]["status"] != "ok":
+            failures.append(f"{REFERENCE_TOOL} {case}: {ref[case].get('reason')}")
+            continue
+        ref_arrays = ref[case]["arrays"]
+        for tool in tools:
+            if tool in (REFERENCE_TOOL, "floor"):
+                continue
+            entry = reports[tool]["cases"][case]
+            if entry["status"] == "unsupported":
+                unsupported[(tool, case)] = entry["reason"]
+                continue
+            if entry["status"] != "ok":
+                failures.append(f"{tool} {case}: {entry['status']}: {entry.get('reason')}\n"
+                                f"{entry.get('traceback', '')}")
+                continue
+            got = entry["arrays"]
+            if len(got) != len(ref_arrays):
+                failures.append(f"{tool} {case}: {len(got)} arrays, {REFERENCE_TOOL} {len(ref_arrays)}")
+                continue
+            for i, (a, b) in enumerate(zip(got, ref_arrays)):
+                key = ("shape", "dtype", "sha256")
+                if tuple(a[k] for k in key) != tuple(b[k] for k in key):
+                    failures.append(
+                        f"{tool} {case}: array {i} differs: shape {a['shape']} dtype {a['dtype']} "
+                        f"sha256 {a['sha256'][:16]}... vs {REFERENCE_TOOL} shape {b['shape']} dtype "
+                        f"{b['dtype']} sha256 {b['sha256'][:16]}..."
+                    )
+            checked.append(f"{tool}:{case}")
+    # The float32 reference really is astype("float32") / 255 of the uint8 arrays: both are digested
+    # from numpy+gzip, and iter_batches' concatenated batches must equal the float32 training images.
+    if "cold_float32" in cases and "iter_batches" in cases and not failures:
+        if ref["cold_float32"]["arrays"][0]["sha256"] != ref["iter_batches"]["arrays"][0]["sha256"]:
+            failures.append("numpy+gzip: iter_batches batches differ from cold_float32 x_train")
+    return {
+        "passed": not failures,
+        "failures": failures,
+        "unsupported": {f"{t}:{c}": r for (t, c), r in unsupported.items()},
+        "checked": checked,
+        "method": (
+            "SHA-256 of every returned array's bytes plus its shape and dtype, compared with "
+            "numpy+gzip (gzip.open().read() + np.frombuffer; float32 = x.astype('float32') / 255); "
+            "iter_batches: the batches (shuffle=False) concatenated; fastidx cached cases: both the "
+            "cache-filling first load and the cached second load"
+        ),
+        "reports": reports,
+    }, unsupported
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics.
+
+
+def summarize(samples: list[dict]) -> dict:
+    loads = [s["load_ms"] for s in samples]
+    q25, med, q75 = np.percentile(loads, [25, 50, 75]) if loads else (None, None, None)
+
+    def med_of(key):
+        values = [s[key] for s in samples if s.get(key) is not None]
+        return float(np.median(values)) if values else None
+
+    extra = [s["load_peak_rss_bytes"] - s["rss_before_load_bytes"] for s in samples
+             if s.get("load_peak_rss_bytes") is not None and s.get("rss_before_load_bytes")]
+    return {
+        "median_ms": float(med),
+        "spread_ms": float(q75 - q25),
+        "min_ms": float(min(loads)),
+        "max_ms": float(max(loads)),
+        "samples_ms": [round(v, 3) for v in loads],
+        "repeats": len(loads),
+        "import_ms": med_of("import_ms"),
+        "touch_ms": med_of("touch_ms"),
+        "peak_rss_bytes": int(med_of("peak_rss_bytes")),
+        "load_extra_rss_bytes": int(np.median(extra)) if extra else None,
+        "rss_before_load_bytes": int(med_of("rss_before_load_bytes") or 0) or None,
+        "rss_file_after_bytes": int(med_of("rss_file_after_bytes") or 0) or None,
+    }
+
+
+def linear_fit(ns, values) -> dict:
+    ns, values = np.asarray(ns, float), np.asarray(values, float)
+    if len(ns) < 2:
+        return {"slope": None, "intercept": None, "r2": None}
+    slope, intercept = np.polyfit(ns, values, 1)
+    pred = slope * ns + intercept
+    ss_res = float(np.sum((values - pred) ** 2))
+    ss_tot = float(np.sum((values - values.mean()) ** 2))
+    return {"slope": float(slope), "intercept": float(intercept),
+            "r2": 1.0 - ss_res / ss_tot if ss_tot else 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic data for the scaling runs.
+
+SYNTH_VERSION = 1
+SYNTH_LEVEL = 6  # gzip's default level; level 9 (write_idx's own) takes ~14 s per 60k images
+
+
+def synth_images(rng, src: np.ndarray, n: int, side: int) -> np.ndarray:
+    """MNIST-like images: real digits, shifted by up to 2 pixels, ink perturbed by +-12 (background
+    stays 0, so the files compress like MNIST). 64x64 images hold four digits."""
+    out = np.zeros((n, side, side), np.uint8)
+    per = 1 if side < 56 else 4
+    spots = [(0, 0)] if per == 1 else [(4, 4), (4, 32), (32, 4), (32, 32)]
+    for start in range(0, n, 20_000):
+        m = min(20_000, n - start)
+        for (r0, c0) in spots:
+            digits = src[rng.integers(0, len(src), m)].astype(np.int16)
+            shifts = rng.integers(-2, 3, size=(m, 2))
+            for dy in range(-2, 3):
+                for dx in range(-2, 3):
+                    sel = np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+                    if sel.size:
+                        digits[sel] = np.roll(digits[sel], (dy, dx), axis=(1, 2))
+            ink = digits > 0
+            digits += rng.integers(-12, 13, size=digits.shape, dtype=np.int16) * ink
+            np.clip(digits, 0, 255, out=digits)
+            out[start : start + m, r0 : r0 + 28, c0 : c0 + 28] = digits[:, : side - r0, : side - c0]
+    return out
+
+
+def write_gz_idx(path: Path, array: np.ndarray) -> None:
+    import fastidx
+
+    tmp = path.with_suffix(".part")
+    with open(tmp, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", compresslevel=SYNTH_LEVEL,
+                                             mtime=0) as gz:
+        fastidx.write_idx(gz, array, compress=False)
+    os.replace(tmp, path)
+
+
+def synthetic_dataset(root: Path, n: int, side: int, src: np.ndarray) -> dict:
+    d = root / f"v{SYNTH_VERSION}-{side}x{side}-{n}"
+    manifest = d / "manifest.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text())
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([SYNTH_VERSION, n, side])
+    t0 = time.perf_counter()
+    x = synth_images(rng, src, n, side)
+    write_gz_idx(d / FILES["train_images"], x)
+    write_gz_idx(d / FILES["train_labels"], rng.integers(0, 10, n, dtype=np.uint8))
+    n_test = 100
+    write_gz_idx(d / FILES["test_images"], synth_images(rng, src, n_test, side))
+    write_gz_idx(d / FILES["test_labels"], rng.integers(0, 10, n_test, dtype=np.uint8))
+    del x
+    gz_bytes = (d / FILES["train_images"]).stat().st_size
+    info = {
+        "dir": str(d), "n_images": n, "image_shape": [side, side],
+        "idx_bytes": 16 + n * side * side, "gz_bytes": gz_bytes,
+        "compression_ratio": (16 + n * side * side) / gz_bytes,
+        "generate_s": time.perf_counter() - t0, "gzip_level": SYNTH_LEVEL,
+    }
+    manifest.write_text(json.dumps(info))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# The runs.
+
+
+def timing_runs(cases, tools, avail, unsupported, ctx, env, profile) -> list[dict]:
+    plan = {}  # (case, tool) -> repeats, or a skip reason
+    for case in cases:
+        for tool in tools:
+            if avail[tool]:
+                plan[(case, tool)] = f"skipped: {avail[tool]}"
+            elif (tool, case) in unsupported:
+                plan[(case, tool)] = f"skipped: not supported by this {tool}: {unsupported[(tool, case)]}"
+            elif tool == "tf.keras-npz" and case not in NPZ_CASES:
+                plan[(case, tool)] = (
+                    "not timed: Keras's MNIST loader (mnist.npz) has one code path, timed in the "
+                    "cached_* rows; the gz cases use its Fashion-MNIST loader (tf.keras)"
+                )
+            elif tool in TF_TOOLS and case not in profile["tf_cases"]:
+                plan[(case, tool)] = (
+                    f"not timed in this profile (TensorFlow imports take seconds per process); the "
+                    f"full run times it"
+                )
+            else:
+                plan[(case, tool)] = profile["tf_repeats"] if tool in TF_TOOLS else profile["repeats"]
+    samples = {key: [] for key, v in plan.items() if isinstance(v, int)}
+    rounds = max([v for v in plan.values() if isinstance(v, int)], default=0)
+    total = sum(v for v in plan.values() if isinstance(v, int))
+    done, t_start = 0, time.perf_counter()
+    for r in range(rounds):
+        order = list(tools[r % len(tools):]) + list(tools[: r % len(tools)])
+        case_order = list(cases) if r % 2 == 0 else list(reversed(cases))
+        for case in case_order:
+            for tool in order:
+                want = plan[(case, tool)]
+                if not isinstance(want, int) or len(samples[(case, tool)]) >= want:
+                    continue
+                res = run_child({"mode": "time", "tool": tool, "case": case, "ctx": ctx}, env)
+                if res["status"] != "ok":
+                    raise BenchError(f"{tool} {case} became unsupported after verification: {res}")
+                samples[(case, tool)].append(res)
+                done += 1
+        elapsed = time.perf_counter() - t_start
+        print(f"  round {r + 1}/{rounds}: {done}/{total} runs, {elapsed:5.0f} s", flush=True)
+    rows = []
+    for case in cases:
+        for tool in tools:
+            want = plan[(case, tool)]
+            row = {"case": case, "tool": tool}
+            if isinstance(want, int):
+                row.update(status="ok", **summarize(samples[(case, tool)]))
+            else:
+                row.update(status="skipped", reason=want, median_ms=None, spread_ms=None,
+                           peak_rss_bytes=None)
+            rows.append(row)
+    return rows
+
+
+def scaling_runs(args, profile, features, env, ws, data_dir) -> tuple[list, list, dict]:
+    root = Path(args.synthetic_dir or Path(tempfile.gettempdir()) / "fastidx-bench-synthetic")
+    if args.fresh_synthetic and root.exists():
+        shutil.rmtree(root)
+    src = read_reference(data_dir)["train"][0]
+    if src.shape[1:] != (28, 28):
+        raise SystemExit("compare.py: the scaling data are made from 28x28 images")
+    datasets = []
+    t0 = time.perf_counter()
+    for side, sizes in ((28, profile["scale_sizes"]), (64, profile["scale_sizes_64"])):
+        for n in sizes:
+            datasets.append(synthetic_dataset(root, n, side, src))
+    print(f"  synthetic data ready in {time.perf_counter() - t0:5.1f} s ({root})", flush=True)
+    threads = features["threads_parameter"]
+    variants = [("fastidx", "scale_cold", None), ("fastidx", "scale_cached", None)]
+    if threads:
+        variants += [("fastidx", "scale_cached", 1), ("fastidx", "scale_cached", 2)]
+    if profile["scale_numpy"]:
+        variants.append(("numpy+gzip", "scale_cold", None))
+    cache_dir = ws / "scaling-cache"
+    cache_dir.mkdir(exist_ok=True)
+    notes = {
+        "threads": (f"fastidx.datasets.mnist.load has a '{threads}' parameter: cached loads timed "
+                    f"with 1 and 2 threads" if threads else
+                    "not applicable: fastidx.datasets.mnist.load has no thread-count parameter "
+                    f"(parameters: {', '.join(features['load_parameters'])})"),
+        "data": (f"synthetic MNIST-like gz IDX files in {root}: real MNIST digits shifted by up to 2 "
+                 f"pixels with their ink perturbed by +-12 (64x64: four digits per image), written "
+                 f"with fastidx.write_idx into gzip level {SYNTH_LEVEL}; loads read the train split"),
+    }
+    samples = {}
+    cache_ok = True
+
+    def ctx_for(info):
+        return {"data_dir": info["dir"], "cache_dir": str(cache_dir), "threads_param": threads,
+                "n_train": info["n_images"], "n_test": 100, "image_shape": info["image_shape"]}
+
+    # Warm the cache of every dataset once (the cached runs must read it, not fill it).
+    for info in datasets:
+        res = run_child({"mode": "time", "tool": "fastidx", "case": "scale_cached",
+                         "ctx": ctx_for(info)}, env)
+        if not any(cache_dir.iterdir()):
+            cache_ok = False
+            notes["cached"] = ("skipped: cache=True wrote nothing in cache_dir: this fastidx has no "
+                               "decoded-array cache yet")
+            break
+        if res["status"] != "ok":
+            cache_ok = False
+            notes["cached"] = f"skipped: {res.get('reason')}"
+            break
+    if not cache_ok:
+        variants = [v for v in variants if v[1] != "scale_cached"]
+    t0 = time.perf_counter()
+    for r in range(profile["scale_repeats"]):
+        order = datasets if r % 2 == 0 else list(reversed(datasets))
+        for info in order:
+            for tool, case, nthreads in variants:
+                spec = {"mode": "time", "tool": tool, "case": case, "ctx": ctx_for(info)}
+                if nthreads is not None:
+                    spec["run_kwargs"] = {"threads": nthreads}
+                res = run_child(spec, env)
+                if res["status"] != "ok":
+                    raise BenchError(f"scaling {tool} {case} failed: {res}")
+                samples.setdefault((info["dir"], tool, case, nthreads), []).append(res)
+        print(f"  scaling round {r + 1}/{profile['scale_repeats']}: "
+              f"{time.perf_counter() - t0:5.0f} s", flush=True)
+    rows = []
+    for info in datasets:
+        side = info["image_shape"][0]
+        name = f"scale_{info['n_images']}" + ("" if side == 28 else f"_{side}x{side}")
+        for tool, case, nthreads in variants:
+            stats = summarize(samples[(info["dir"], tool, case, nthreads)])
+            mode = "cold" if case == "scale_cold" else "cached"
+            rows.append({
+                "case": name, "tool": tool, "status": "ok", "mode": mode, "threads": nthreads,
+                "n_images": info["n_images"], "image_shape": info["image_shape"],
+                "gz_bytes": info["gz_bytes"], "idx_bytes": info["idx_bytes"],
+                "compression_ratio": round(info["compression_ratio"], 3),
+                "per_image_us": stats["median_ms"] * 1e3 / info["n_images"],
+                **stats,
+            })
+    fits = []
+    for side in (28, 64):
+        for tool, case, nthreads in variants:
+            mode = "cold" if case == "scale_cold" else "cached"
+            sel = [r for r in rows if r["image_shape"][0] == side and r["tool"] == tool
+                   and r["mode"] == mode and r["threads"] == nthreads]
+            if len(sel) < 2:
+                continue
+            ns = [r["n_images"] for r in sel]
+            t = linear_fit(ns, [r["median_ms"] for r in sel])
+            m = linear_fit(ns, [r["load_extra_rss_bytes"] or 0 for r in sel])
+            per_image = [r["per_image_us"] for r in sel]
+            fits.append({
+                "image_shape": [side, side], "tool": tool, "mode": mode, "threads": nthreads,
+                "sizes": ns,
+                "us_per_image_fit": t["slope"] * 1e3, "intercept_ms": t["intercept"], "r2": t["r2"],
+                "us_per_image_at_each_size": per_image,
+                "largest_vs_fit": per_image[-1] / (t["slope"] * 1e3) if t["slope"] else None,
+                "bytes_per_image_fit": m["slope"], "memory_r2": m["r2"],
+                "output_bytes_per_image": side * side + 1,
+            })
+    return rows, fits, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports.
+
+
+def _ms(v):
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if v >= 100 else (f"{v:.1f}" if v >= 1 else f"{v:.2f}")
+
+
+def _mb(v):
+    return "–" if v is None else f"{v / 2**20:,.0f}"
+
+
+def _ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}x"
+
+
+def markdown_report(doc) -> str:
+    rows = [r for r in doc["results"] if not r["case"].startswith("scale_")]
+    scale = [r for r in doc["results"] if r["case"].startswith("scale_")]
+    m = doc["machine"]
+    # A contender with no timed row at all gets no column (it is listed under "Not timed"), except
+    # tf.keras, whose column says "skipped" when TensorFlow is not installed.
+    tools = [t for t in doc["tools"] if any(r["tool"] == t and r["status"] == "ok" for r in rows)
+             or t == "tf.keras"]
+    get = {(r["case"], r["tool"]): r for r in rows}
+    lines = [
+        "# fastidx benchmark results",
+        "",
+        f"Reproduce: `{m['command']}` (profile `{doc['profile']}`; from the repository root, with "
+        f"`pip install -e .[bench]`).",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m['cpu_model']}, {m['cores']} cores ({m['cores_usable']} usable), "
+        f"RAM {m['ram_bytes'] / 2**30:.1f} GiB, {m['os']}" if m.get("ram_bytes") else
+        f"- CPU: {m['cpu_model']}, {m['cores']} cores",
+        f"- Python {m['python']}, NumPy {m['numpy']}, TensorFlow {m['tensorflow'] or 'not installed'}"
+        f", Keras {m['keras'] or 'not installed'}, torchvision {m['torchvision'] or 'not installed'}",
+        f"- fastidx {m['fastidx']} (git {m['fastidx_git_commit']}"
+        f"{', sources modified' if m.get('fastidx_sources_modified') else ''}), zlib {m['zlib']}, "
+        f"zstandard {m['zstandard']}",
+        f"- {m['date_utc']}; load average {fmt_load(m.get('loadavg_start'))} at the start, "
+        f"{fmt_load(m.get('loadavg_end'))} at the end (the machine is shared: medians of interleaved "
+        f"fresh-process runs)",
+        f"- data: {doc['data']['dir']} ({doc['data']['n_train']:,} train + {doc['data']['n_test']:,} "
+        f"test images)",
+        "",
+        "## Arrays identical?",
+        "",
+    ]
+    v = doc["verification"]
+    if v["passed"]:
+        lines.append(f"**Yes.** {v['method']}. Checked: {len(v['checked'])} (contender, case) pairs.")
+    else:
+        lines.append("**NO — the arrays differ:**")
+        lines += [f"- {f}" for f in v["failures"]]
+    lines += [
+        "",
+        f"## Load time (ms): median of fresh processes, spread = interquartile range",
+        "",
+        "The time of the load call inside a fresh process (interpreter start-up and imports excluded). "
+        "`repeats` per cell are in the JSON.",
+        "",
+        "| case | " + " | ".join(tools) + " |",
+        "|---|" + "---:|" * len(tools),
+    ]
+    for case in CASES:
+        cells = []
+        for tool in tools:
+            r = get.get((case, tool))
+            if r is None:
+                cells.append("")
+            elif r["status"] != "ok":
+                cells.append("skipped" if r["reason"].startswith("skipped") else "n/t")
+            else:
+                cells.append(f"{_ms(r['median_ms'])} ± {_ms(r['spread_ms'])}")
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    contenders = [t for t in tools if t not in ("fastidx", "floor")]
+    lines += [
+        "",
+        "## Ratios (median times)",
+        "",
+        "`X / fastidx` > 1 means fastidx is faster than X; `fastidx / floor` is how many times the bare "
+        "cost of writing the output arrays fastidx takes.",
+        "",
+        "| case | " + " | ".join(f"{t} / fastidx" for t in contenders) + " | fastidx / floor |",
+        "|---|" + "---:|" * (len(contenders) + 1),
+    ]
+    for case in CASES:
+        f = get.get((case, "fastidx"), {}).get("median_ms")
+        cells = [_ratio(get.get((case, t), {}).get("median_ms"), f) for t in contenders]
+        cells.append(_ratio(f, get.get((case, "floor"), {}).get("median_ms")))
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Memory (MiB): peak added by the load / whole-process peak RSS",
+        "",
+        "Added = the kernel's peak RSS during the load (reset just before it) minus the RSS before it; "
+        "whole = the child's peak RSS over its life (imports included: TensorFlow's own is ~550 MiB).",
+        "",
+        "| case | " + " | ".join(tools) + " |",
+        "|---|" + "---:|" * len(tools),
+    ]
+    for case in CASES:
+        cells = []
+        for tool in tools:
+            r = get.get((case, tool))
+            if r is None or r["status"] != "ok":
+                cells.append("")
+            else:
+                cells.append(f"{_mb(r['load_extra_rss_bytes'])} / {_mb(r['peak_rss_bytes'])}")
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    imports = {t: get.get(("cold_uint8", t), {}).get("import_ms") for t in tools}
+    touch = get.get(("mmap_uint8", "fastidx"), {})
+    lines += [
+        "",
+        "Import time (median, cold_uint8 children): "
+        + ", ".join(f"{t} {_ms(v)} ms" for t, v in imports.items() if v is not None) + ".",
+    ]
+    if touch.get("status") == "ok":
+        lines.append(
+            f"mmap_uint8: reading one byte of every page of the mapped arrays afterwards took a further "
+            f"{_ms(touch['touch_ms'])} ms (median)."
+        )
+    if scale:
+        lines += ["", "## Scaling (synthetic MNIST-like data, train split)", "",
+                  doc["scaling_notes"]["data"] + ".", "",
+                  "| case | images | image | tool | mode | median ms | µs / image | added MiB | "
+                  "gz MB | ratio |",
+                  "|---|---:|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in scale:
+            mode = r["mode"] + (f", {r['threads']} thr" if r["threads"] else "")
+            lines.append(
+                f"| {r['case']} | {r['n_images']:,} | {r['image_shape'][0]}x{r['image_shape'][1]} | "
+                f"{r['tool']} | {mode} | {_ms(r['median_ms'])} ± {_ms(r['spread_ms'])} | "
+                f"{r['per_image_us']:.2f} | {_mb(r['load_extra_rss_bytes'])} | "
+                f"{r['gz_bytes'] / 1e6:.1f} | {r['compression_ratio']:.2f} |"
+            )
+        lines += ["", "Linear fits, time = intercept + slope × images:", "",
+                  "| image | tool | mode | µs / image (fit) | intercept ms | R² | largest size vs fit | "
+                  "bytes / image added (fit) | output bytes / image |",
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for f in doc["scaling_fits"]:
+            mode = f["mode"] + (f", {f['threads']} thr" if f["threads"] else "")
+            lines.append(
+                f"| {f['image_shape'][0]}x{f['image_shape'][1]} | {f['tool']} | {mode} | "
+                f"{f['us_per_image_fit']:.3f} | {f['intercept_ms']:.1f} | {f['r2']:.4f} | "
+                f"{f['largest_vs_fit']:.2f} | {f['bytes_per_image_fit']:,.0f} | "
+                f"{f['output_bytes_per_image']:,} |"
+            )
+        lines += ["", f"Threads: {doc['scaling_notes']['threads']}."]
+        if "cached" in doc["scaling_notes"]:
+            lines.append(f"Cached scaling rows: {doc['scaling_notes']['cached']}.")
+    skipped = [r for r in rows if r["status"] != "ok"]
+    if skipped:
+        lines += ["", "## Not timed", "", "`skipped` = unavailable; `n/t` = not timed by design.", ""]
+        reasons = {}
+        for r in skipped:
+            reasons.setdefault(r["reason"], []).append(f"{r['tool']} {r['case']}")
+        for reason, which in reasons.items():
+            lines.append(f"- {', '.join(which)}: {reason}")
+    lines += ["", "## What each contender does", ""]
+    lines += [f"- **{k}**: {v}" for k, v in doc["notes"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def fmt_load(values):
+    return "?" if not values else " / ".join(f"{v:.2f}" for v in values)
+
+
+NOTES = {
+    "fastidx": "`fastidx.datasets.mnist` over the directory of gz files. cold_*: "
+               "`load_data(path=DIR, cache=False[, normalize=True])`; cached_*: `load_data(path=DIR, "
+               "cache=True, cache_dir=C[, normalize=True])` with the cache filled beforehand; mmap_uint8: "
+               "the same with `mmap=True`; subset_10pct: `load(\"train[:10%]\", path=DIR, cache=True, "
+               "cache_dir=C)`; iter_batches: `iter_batches(\"train\", 1000, shuffle=False, path=DIR, "
+               "normalize=True, cache=True, cache_dir=C)`, every batch consumed",
+    "tf.keras": "`tf.keras.datasets.fashion_mnist.load_data()` with `KERAS_HOME` holding the MNIST gz "
+                "files in `datasets/fashion-mnist/`: Keras's IDX loader (it checks no hash), on the very "
+                "bytes fastidx reads; float32 cases add `x.astype(\"float32\") / 255`. Keras keeps only "
+                "the downloaded files, so its cached and mmap rows time its normal load: what a repeated "
+                "Keras load costs. subset_10pct = full load then `[:6000]`; iter_batches = full load, "
+                "astype/255 of x_train, then slices of 1000",
+    "tf.keras-npz": "`tf.keras.datasets.mnist.load_data()`, which reads `mnist.npz`. Keras pins the "
+                    "npz's SHA-256 (731c5ac6...); the npz here is `np.savez_compressed` of the same "
+                    "arrays, so its hash differs: Keras's hash check still runs and hashes the whole file "
+                    "on every load (that cost is kept), only its verdict is overridden. Timed in the "
+                    "cached_* rows, since that is its only code path",
+    "numpy+gzip": "the Keras code path by hand: `gzip.open(f).read()` + `np.frombuffer` (+ "
+                  "`astype(\"float32\") / 255`); subset_10pct and iter_batches read only the train files",
+    "floor": "no input: `np.empty` of every output array of the case (the shapes and dtypes the "
+             "others return; iter_batches: one float32 batch of 1000 and its labels at a time) then "
+             "`.fill(1)`, i.e. the cost of faulting in and writing each output byte once",
+    "torchvision": "`torchvision.datasets.MNIST(root, train=..., download=False)` over the same files "
+                   "gunzipped (it reads uncompressed IDX); `.data.numpy()`, labels cast to uint8",
+    "cold": "cold = decoded from the gz files; the files themselves are in the OS page cache for every "
+            "contender (no disk reads are timed)",
+}
+
+
+def plot(doc, path: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in doc["results"] if not r["case"].startswith("scale_") and r["status"] == "ok"]
+    tools = [t for t in doc["tools"] if any(r["tool"] == t for r in rows)]
+    colors = {"fastidx": "#1f77b4", "tf.keras": "#ff7f0e", "tf.keras-npz": "#ffbb78",
+              "numpy+gzip": "#2ca02c", "floor": "#7f7f7f", "torchvision": "#d62728"}
+    get = {(r["case"], r["tool"]): r for r in rows}
+    cases = [c for c in CASES if any((c, t) in get for t in tools)]
+    fig, axes = plt.subplots(2, 1, figsize=(11, 8.5), constrained_layout=True)
+    width = 0.8 / max(len(tools), 1)
+    x = np.arange(len(cases))
+    for i, tool in enumerate(tools):
+        med = [get[(c, tool)]["median_ms"] if (c, tool) in get else np.nan for c in cases]
+        err = [get[(c, tool)]["spread_ms"] / 2 if (c, tool) in get else 0 for c in cases]
+        mem = [(get[(c, tool)]["load_extra_rss_bytes"] or 0) / 2**20 if (c, tool) in get else np.nan
+               for c in cases]
+        pos = x - 0.4 + width * (i + 0.5)
+        axes[0].bar(pos, med, width, yerr=err, label=tool, color=colors.get(tool), capsize=2)
+        axes[1].bar(pos, mem, width, label=tool, color=colors.get(tool))
+    axes[0].set_ylabel("load time, ms (median; bar = IQR)")
+    axes[0].set_title(f"MNIST load time in a fresh process ({doc['machine']['cpu_model']}, "
+                      f"{doc['machine']['cores']} cores) — lower is better")
+    axes[1].set_ylabel("memory added by the load, MiB (peak)")
+    axes[1].set_title("Peak memory the load adds to the process")
+    for ax in axes:
+        ax.set_xticks(x, cases)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(ncol=len(tools), fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written = [str(path)]
+    scale = [r for r in doc["results"] if r["case"].startswith("scale_")]
+    if scale:
+        spath = path.with_name(path.stem + "-scaling" + path.suffix)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+        series = {}
+        for r in scale:
+            label = (f"{r['tool']} {r['mode']}" + (f" {r['threads']}thr" if r["threads"] else "")
+                     + f" {r['image_shape'][0]}x{r['image_shape'][1]}")
+            series.setdefault(label, []).append(r)
+        for label, rs in series.items():
+            rs.sort(key=lambda r: r["n_images"])
+            ns = [r["n_images"] for r in rs]
+            style = "-o" if "28x28" in label else "--s"
+            axes[0].plot(ns, [r["median_ms"] / 1e3 for r in rs], style, label=label)
+            axes[1].plot(ns, [(r["load_extra_rss_bytes"] or 0) / 2**20 for r in rs], style, label=label)
+        axes[0].set_ylabel("load time, s (median)")
+        axes[1].set_ylabel("memory added by the load, MiB (peak)")
+        for ax in axes:
+            ax.set_xlabel("images in the train file")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        axes[0].set_title("Time vs size (linear axes: a straight line is linear cost)")
+        axes[1].set_title("Peak memory vs size")
+        fig.savefig(spath, dpi=110)
+        plt.close(fig)
+        written.append(str(spath))
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="CI-sized run: fewer repeats, smaller scaling (under two minutes)")
+    mode.add_argument("--smoke", action="store_true",
+                      help="--quick on the embedded 1,000-image sample with tiny scaling (tests)")
+    p.add_argument("--data-dir", type=Path,
+                   help=f"directory of the four MNIST .gz files (default: {DEFAULT_DATA}; --smoke: the "
+                        f"sample shipped in fastidx)")
+    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--plot", type=Path,
+                   help="write a PNG here (and the scaling plot beside it, '-scaling' added)")
+    p.add_argument("--markdown", type=Path, help="write the markdown report here")
+    p.add_argument("--repeats", type=int, help="fresh-process runs per (case, contender)")
+    p.add_argument("--tools", help=f"comma-separated subset of {','.join(_cases.TOOLS)}")
+    p.add_argument("--cases", help=f"comma-separated subset of {','.join(CASES)}")
+    p.add_argument("--no-scaling", action="store_true", help="skip the scaling runs")
+    p.add_argument("--synthetic-dir", type=Path,
+                   help="where the synthetic scaling data are kept between runs "
+                        "(default: <tmp>/fastidx-bench-synthetic)")
+    p.add_argument("--fresh-synthetic", action="store_true",
+                   help="regenerate the synthetic scaling data")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    t_begin = time.perf_counter()
+    profile_name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    profile = dict(PROFILES[profile_name])
+    if args.repeats:
+        profile["repeats"] = profile["tf_repeats"] = args.repeats
+    if args.data_dir is not None:
+        data_dir = args.data_dir
+    elif args.smoke:
+        from fastidx.datasets import SAMPLE_DIR
+
+        data_dir = SAMPLE_DIR
+    else:
+        data_dir = DEFAULT_DATA
+    check_data_dir(data_dir)
+    tools = list(_cases.TOOLS if not args.tools else args.tools.split(","))
+    cases = list(CASES if not args.cases else args.cases.split(","))
+    for t in tools:
+        if t not in _cases.TOOLS:
+            raise SystemExit(f"compare.py: unknown tool {t!r}; known: {', '.join(_cases.TOOLS)}")
+    for c in cases:
+        if c not in CASES:
+            raise SystemExit(f"compare.py: unknown case {c!r}; known: {', '.join(CASES)}")
+    for needed in (REFERENCE_TOOL, "fastidx"):
+        if needed not in tools:
+            tools.insert(0, needed)
+    machine = machine_info([sys.argv[0], *argv])
+    avail = tool_availability()
+    features = fastidx_features()
+    print(f"compare.py ({profile_name}): data {data_dir}; fastidx {machine['fastidx']} "
+          f"(git {machine['fastidx_git_commit']}), TensorFlow {machine['tensorflow']}", flush=True)
+    ws = Path(tempfile.mkdtemp(prefix="fastidx-bench-"))
+    try:
+        reference = read_reference(data_dir)
+        ctx = make_workspace(ws, data_dir, reference, "torchvision" in tools and not avail["torchvision"])
+        ctx["threads_param"] = features["threads_parameter"]
+        del reference
+        env = child_env(ws)
+        print("Checking that every contender returns identical arrays...", flush=True)
+        runnable = [t for t in tools if not avail[t]]
+        verification, unsupported = verify(runnable, cases, ctx, env)
+        doc = {
+            "schema": 1,
+            "profile": profile_name,
+            "machine": machine,
+            "data": {"dir": str(data_dir), "n_train": ctx["n_train"], "n_test": ctx["n_test"]},
+            "tools": tools,
+            "cases": cases,
+            "fastidx_features": features,
+            "verification": {k: v for k, v in verification.items() if k != "reports"},
+            "verification_reports": verification["reports"],
+            "results": [],
+            "scaling_fits": [],
+            "scaling_notes": {},
+            "notes": NOTES,
+        }
+        for tool, why in avail.items():
+            if tool in tools and why:
+                print(f"  {tool}: skipped: {why}", flush=True)
+        for (tool, case), why in unsupported.items():
+            print(f"  {tool} {case}: not supported: {why}", flush=True)
+        if not verification["passed"]:
+            print("\n" + "!" * 78 + "\nARRAYS DIFFER between contenders — no timing done:", flush=True)
+            for f in verification["failures"]:
+                print("  - " + f, flush=True)
+            print("!" * 78, flush=True)
+            write_outputs(doc, args, plots=False)
+            return 1
+        print(f"  identical: {len(verification['checked'])} (contender, case) pairs", flush=True)
+        print("Timing (fresh process per run, contenders interleaved)...", flush=True)
+        doc["results"] = timing_runs(cases, tools, avail, unsupported, ctx, env, profile)
+        if not args.no_scaling:
+            print("Scaling...", flush=True)
+            rows, fits, notes = scaling_runs(args, profile, features, env, ws, data_dir)
+            doc["results"] += rows
+            doc["scaling_fits"] = fits
+            doc["scaling_notes"] = notes
+        machine["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        machine["wall_time_s"] = round(time.perf_counter() - t_begin, 1)
+        write_outputs(doc, args, plots=True)
+        print(f"Done in {machine['wall_time_s']:.0f} s.", flush=True)
+        return 0
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def write_outputs(doc, args, plots: bool) -> None:
+    report = markdown_report(doc)
+    print()
+    print(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(report)
+    if plots and args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        for written in plot(doc, args.plot):
+            print(f"wrote {written}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -370,3 +370,26 @@ def test_out_is_checked(make_out, kwargs, match):
 def test_out_must_be_an_array():
     with pytest.raises(TypeError):
         fastidx.read_idx(blob(images((2, 2, 2))), out=bytearray(8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads: the native loops release the GIL, so concurrent reads must not interfere
+
+
+def test_concurrent_reads(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = images((64, 28, 28), seed=9)
+    path = tmp_path / "x.idx.gz"
+    fastidx.write_idx(path, x)
+    raw = blob(x)
+    jobs = [
+        (path, {"normalize": True}, x.astype(np.float32) / np.float32(255)),
+        (path, {}, x),
+        (raw, {"dtype": np.float64, "mean": 3.0, "std": 2.0}, (x.astype(np.float64) - 3.0) / 2.0),
+        (raw, {"layout": "NCHW"}, x[:, None]),
+    ] * 8
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda job: fastidx.read_idx(job[0], **job[1]), jobs))
+    for (_, _, expected), result in zip(jobs, results):
+        assert result.dtype == expected.dtype and result.tobytes() == expected.tobytes()

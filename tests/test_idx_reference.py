@@ -394,3 +394,38 @@ def test_gzip_detected_by_magic_not_name(tmp_path, name, gz):
     check_result(fastidx.read_idx(os.fspath(path)), PAYLOAD)
     with open(path, "rb") as f:
         check_result(fastidx.read_idx(f), PAYLOAD)
+
+
+# ---------------------------------------------------------------------------------------------
+# More kinds of sources
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_other_buffers_and_file_types(gz, tmp_path):
+    import array
+    import mmap
+    import tempfile
+
+    data = encode(PAYLOAD, gz)
+    path = tmp_path / "data.bin"
+    path.write_bytes(data)
+    check_result(fastidx.read_idx(np.frombuffer(data, np.uint8)), PAYLOAD)
+    check_result(fastidx.read_idx(array.array("B", data)), PAYLOAD)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        check_result(fastidx.read_idx(m), PAYLOAD)
+    with open(path, "rb", buffering=0) as f:  # raw FileIO: short reads are legal
+        check_result(fastidx.read_idx(f), PAYLOAD)
+    with tempfile.SpooledTemporaryFile() as f:
+        f.write(data)
+        f.seek(0)
+        check_result(fastidx.read_idx(f), PAYLOAD)
+    with gzip.GzipFile(fileobj=io.BytesIO(ref.gzip_member(data))) as f:  # a decompressing reader
+        check_result(fastidx.read_idx(f), PAYLOAD)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_pipe_positioned_mid_stream(gz):
+    prefix = b"a 20-byte preamble.."
+    with ref.Pipe(prefix + encode(PAYLOAD, gz)) as f:
+        assert f.read(len(prefix)) == prefix
+        check_result(fastidx.read_idx(f), PAYLOAD)

@@ -381,6 +381,43 @@ def test_lying_headers_under_an_address_space_limit():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a 3 MB gzip declaring 3000x1000x1000 uint8 passes the 1032:1 deflate bound, so "
+    "read_idx allocates the full 3 GB output before decoding; where the OS refuses that "
+    "(RLIMIT_AS, vm.overcommit_memory=2, or a claim above RAM+swap) it raises MemoryError "
+    "instead of IDXTruncatedError",
+)
+def test_truncated_gzip_within_deflate_bound_under_address_space_limit():
+    result = _run_isolated(
+        """
+        import resource, sys
+        sys.path.insert(0, ".")
+        import numpy as np
+        import fastidx
+        import reference as ref
+
+        def vm_size():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+
+        payload = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8)
+        data = ref.gzip_stored(ref.idx_header(0x08, (3000, 1000, 1000)) + payload.tobytes())
+        limit = vm_size() + (1 << 30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            fastidx.read_idx(data)
+        except fastidx.IDXTruncatedError as exc:
+            print("ok", exc)
+        except MemoryError as exc:
+            print("MemoryError", exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ok"), result.stdout
+
+
 PEAK_RSS_PROBE = """
     import struct, sys
     sys.path.insert(0, ".")

@@ -671,3 +671,82 @@ def write_idx(dest, array, *, compress: bool | None = None):
     emit(dest)
     return None
 
+
+
+class IDXReader:
+    """Sequential access to an IDX payload, whole rows at a time, for callers that never hold it all.
+
+    The header is parsed and bounds-checked on opening; :meth:`read_rows` then decodes the next rows
+    (native byte order, stored dtype) into a caller-owned buffer and :meth:`skip_rows` decodes and
+    drops them. :meth:`finish` checks, once every row has been read, that the input ends there.
+
+    >>> import fastidx, numpy as np
+    >>> blob = fastidx.write_idx(None, np.arange(6, dtype=np.uint8).reshape(3, 2))
+    >>> with IDXReader(blob) as reader:
+    ...     first = np.empty(2 * reader.row_bytes, np.uint8)
+    ...     reader.read_rows(first)
+    ...     reader.skip_rows(1)
+    ...     reader.finish()
+    >>> first
+    array([0, 1, 2, 3], dtype=uint8)
+    """
+
+    def __init__(self, source):
+        self.name = source_name(source)
+        self._input = _Input(source, self.name)
+        try:
+            self._stream = _Decoded(self._input)
+            self.header = _read_header(self._stream)
+            _check_bounds(self._input, self.header)
+        except BaseException:
+            self._input.close()
+            raise
+        shape = self.header.shape
+        self.rows = shape[0]
+        self.row_bytes = math.prod(shape[1:]) * self.header.dtype.itemsize
+        self.row = 0  # rows handed out so far
+        self._scratch = None
+
+    def read_rows(self, dst: np.ndarray) -> None:
+        """Decode the next ``len(dst) // row_bytes`` rows into the uint8 array ``dst``."""
+        n = dst.shape[0] // self.row_bytes if self.row_bytes else 0
+        if self.row + n > self.rows:
+            raise ValueError(f"{self.name}: only {self.rows - self.row} rows left, asked for {n}")
+        try:
+            self._stream.read_exact(dst)
+        except _EndOfInput as end:
+            got = self.header.nbytes + self.row * self.row_bytes + end.got
+            raise IDXTruncatedError(
+                self.name,
+                f"{_describe(self.header)} but the stream ends after {got - self.header.nbytes}",
+            ) from None
+        if self.header.dtype.itemsize > 1 and sys.byteorder == "little":
+            _native.byteswap(dst.view(_WORD[self.header.dtype.itemsize]))
+        self.row += n
+
+    def skip_rows(self, n: int) -> None:
+        """Decode and drop the next ``n`` rows."""
+        if self._scratch is None:
+            self._scratch = np.empty(max(1, min(_MAP_CHUNK, self.rows * self.row_bytes)), np.uint8)
+        per = max(1, self._scratch.shape[0] // max(self.row_bytes, 1))
+        while n > 0:
+            k = min(n, per)
+            if k * self.row_bytes > self._scratch.shape[0]:
+                self._scratch = np.empty(k * self.row_bytes, np.uint8)
+            self.read_rows(self._scratch[: k * self.row_bytes])
+            n -= k
+
+    def finish(self) -> None:
+        """After the last row: check that the input ends there (and that gzip is complete)."""
+        if self.row != self.rows:
+            raise ValueError(f"{self.name}: {self.rows - self.row} rows not read yet")
+        self._stream.finish()
+
+    def close(self) -> None:
+        self._input.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -15,4 +15,5 @@ from ._loader import Dataset
 _dataset = Dataset("fashion_mnist")
 load_data = _dataset.load_data
 load = _dataset.load
+iter_batches = _dataset.iter_batches
 class_names = _dataset.class_names

@@ -17,4 +17,5 @@ from ._loader import Dataset
 _dataset = Dataset("mnist")
 load_data = _dataset.load_data
 load = _dataset.load
+iter_batches = _dataset.iter_batches
 class_names = _dataset.class_names

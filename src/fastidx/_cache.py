@@ -1,0 +1,1039 @@
+"""The decoded-array cache: parse an IDX file once, load it again at the cost of writing the output.
+
+Layout under ``cache_root(cache_dir) / "decoded"``::
+
+    <sha256>.<variant>.fidx          decoded rows as independent zstd frames (always written)
+    <sha256>.<variant>.<conv>.raw    the same rows uncompressed, for ``mmap=True`` and shuffling
+    sources/<key>.json               stat-based index: path + (dev, inode, size, mtime, ctime) -> sha256
+    locks/<entry>.lock               one builder at a time per entry, across processes
+
+``<sha256>`` is the SHA-256 of the source file's bytes, so an entry never outlives a change of its
+source: a rewritten file hashes differently and gets a new entry. ``<variant>`` is ``stored`` (rows
+as the file stores them) or ``upright`` (EMNIST images transposed back). ``<conv>`` is ``u1`` for the
+stored uint8 values, or the output dtype and a hash of its 256-entry conversion table.
+
+Every file starts with a 32-byte fixed header, little-endian::
+
+    magic b"FIDXCACH" | u32 format version | u32 kind (1 frames, 2 raw) | u32 meta length
+    | u32 CRC-32 of meta | u64 data offset
+
+then ``meta``, a JSON object (shape, stored dtype, source hash, variant, and for frames the list of
+``[compressed size, decoded size]`` of each frame, which follow one another from the data offset).
+Each frame holds ``rows_per_frame`` whole rows (about :data:`FRAME_BYTES`), carries its decoded size
+and an XXH64-based content checksum that libzstd verifies on decompression. Raw files start their
+data on a 4096-byte boundary and store a CRC-32 of the payload, checked by :func:`verify_file`
+(``mmap=True`` checks only the header and the file size, so that a load stays well under a
+millisecond).
+
+Files are written to a unique temporary name and renamed into place; a lock file serialises the
+builders of one entry, so concurrent processes build it once and nobody ever reads a torn file.
+An entry that fails any check is rebuilt from its source with a :class:`CacheWarning`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import mmap as _mmap
+import os
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from . import _idx
+from ._atomic import atomic_write
+from ._errors import CacheDirError, FastIDXError
+
+FORMAT_VERSION = 1
+MAGIC = b"FIDXCACH"
+KIND_FRAMES = 1
+KIND_RAW = 2
+_FIXED = struct.Struct("<8sIIIIQ")  # magic, version, kind, meta length, meta CRC-32, data offset
+
+#: Decoded bytes per zstd frame (rounded down to whole rows): small enough that a frame and its
+#: converted rows stay in a core's cache, large enough that per-frame overhead is noise.
+FRAME_BYTES = 1 << 20
+#: zstd level: decoding speed hardly depends on it, level 1 compresses fastest on a first load.
+LEVEL = 1
+_RAW_ALIGN = 4096
+#: Outputs at least this big get transparent huge pages, which cut page-fault cost.
+_HUGE_MIN = 4 << 20
+#: A stat index record is trusted only for files last modified this long before they were hashed:
+#: a rewrite within the file system's timestamp granularity could otherwise go unseen.
+_RACY_NS = 2_000_000_000
+_LOCK_TIMEOUT = 600.0
+VARIANTS = ("stored", "upright")
+
+
+class CacheWarning(UserWarning):
+    """A cache file was damaged, stale or unusable; fastidx fell back to the source."""
+
+
+class MemoryLimitError(FastIDXError, MemoryError, ValueError):
+    """The requested arrays would exceed ``max_memory``; raised before anything is allocated."""
+
+
+class CorruptEntry(Exception):
+    """Internal: a cache file failed a check; ``str()`` says which."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Where things are.
+
+
+def decoded_dir(cache_dir=None) -> Path:
+    from ._paths import cache_root
+
+    return cache_root(cache_dir) / "decoded"
+
+
+def entry_name(digest: str, variant: str) -> str:
+    return f"{digest}.{variant}.fidx"
+
+
+def raw_name(digest: str, variant: str, conversion: str) -> str:
+    return f"{digest}.{variant}.{conversion}.raw"
+
+
+def conversion_id(dtype, normalize, mean, std) -> str:
+    """``native`` for the stored values, else a hash of the conversion options."""
+    if dtype is None and not normalize and mean is None and std is None:
+        return "native"
+    name = None if dtype is None else np.dtype(dtype).str
+    key = json.dumps([name, bool(normalize), repr(mean), repr(std)])
+    return "x" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def conversion(stored: np.dtype, dtype, normalize, mean, std):
+    """``(target dtype, 256-entry table or None)`` for data stored as ``stored``."""
+    target = _idx.resolve_dtype(stored, dtype, normalize, mean, std)
+    transform = normalize or mean is not None or std is not None
+    if stored == np.uint8 and (target != stored or transform):
+        return target, _idx.conversion_table(target, normalize, mean, std)
+    return target, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Source identity: the SHA-256 of the source file, remembered per path while the file is unchanged.
+
+
+def source_digest(path: Path, directory: Path) -> str:
+    """SHA-256 of ``path``'s bytes; a stat index in ``directory/sources`` avoids re-hashing."""
+    st = os.stat(path)
+    ident = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    real = os.path.realpath(path)
+    record = directory / "sources" / (hashlib.sha256(os.fsencode(real)).hexdigest()[:32] + ".json")
+    try:
+        known = json.loads(record.read_bytes())
+        if (
+            known["path"] == real
+            and known["stat"] == ident
+            and known["hashed_ns"] - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
+        ):
+            return known["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    hashed_ns = time.time_ns()
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(record) as f:
+            f.write(json.dumps({"path": real, "stat": ident, "hashed_ns": hashed_ns,
+                                "sha256": digest}).encode())
+    return digest
+
+
+# ---------------------------------------------------------------------------------------------
+# Headers.
+
+
+class Header:
+    """The parsed header of a cache file."""
+
+    def __init__(self, kind: int, meta: dict, data_offset: int, file_size: int):
+        self.kind = kind
+        self.meta = meta
+        self.data_offset = data_offset
+        self.file_size = file_size
+        self.shape = tuple(meta["shape"])
+        self.dtype = np.dtype(meta["dtype"])
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+
+def encode_header(kind: int, meta: dict, data_offset: int) -> bytes:
+    blob = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+    head = _FIXED.pack(MAGIC, FORMAT_VERSION, kind, len(blob), zlib.crc32(blob), data_offset) + blob
+    if len(head) > data_offset:
+        raise AssertionError("cache header larger than the space reserved for it")
+    return head + bytes(data_offset - len(head))
+
+
+def read_header(fd: int, file_size: int) -> Header:
+    """Parse and check the header of an open cache file (raises :class:`CorruptEntry`)."""
+    fixed = os.pread(fd, _FIXED.size, 0)
+    if len(fixed) < _FIXED.size:
+        raise CorruptEntry(f"file is {file_size} bytes, shorter than a cache header")
+    magic, version, kind, meta_len, crc, data_offset = _FIXED.unpack(fixed)
+    if magic != MAGIC:
+        raise CorruptEntry("not a fastidx cache file (bad magic number)")
+    if version != FORMAT_VERSION:
+        raise CorruptEntry(f"cache format version {version}, this fastidx reads {FORMAT_VERSION}")
+    if kind not in (KIND_FRAMES, KIND_RAW):
+        raise CorruptEntry(f"unknown cache file kind {kind}")
+    if _FIXED.size + meta_len > min(data_offset, file_size):
+        raise CorruptEntry("header is truncated")
+    blob = os.pread(fd, meta_len, _FIXED.size)
+    if len(blob) != meta_len or zlib.crc32(blob) != crc:
+        raise CorruptEntry("header checksum mismatch")
+    try:
+        meta = json.loads(blob)
+        header = Header(kind, meta, data_offset, file_size)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptEntry(f"unreadable header metadata ({exc})") from None
+    if kind == KIND_FRAMES:
+        frames = meta.get("frames")
+        rows_per = meta.get("rows_per_frame")
+        if not isinstance(frames, list) or not isinstance(rows_per, int) or rows_per < 1:
+            raise CorruptEntry("header lacks its frame table")
+        if len(frames) != max(1, -(-header.rows // rows_per)):
+            raise CorruptEntry("frame table does not cover the rows")
+        try:
+            for i, (_, dsize) in enumerate(frames):
+                if dsize != (min(header.rows, (i + 1) * rows_per) - i * rows_per) * header.row_bytes:
+                    raise CorruptEntry(f"frame {i} claims {dsize} decoded bytes")
+            end = data_offset + sum(csize for csize, _ in frames)
+        except (TypeError, ValueError):
+            raise CorruptEntry("unreadable frame table") from None
+        if end != file_size:
+            raise CorruptEntry(f"file is {file_size} bytes, its frames end at {end}")
+    else:
+        nbytes = math.prod(header.shape) * np.dtype(meta["array_dtype"]).itemsize
+        if data_offset + nbytes != file_size:
+            raise CorruptEntry(f"file is {file_size} bytes, expected {data_offset + nbytes}")
+    return header
+
+
+def open_header(path: Path, kind: int, digest: str | None = None, variant: str | None = None):
+    """``(fd, header)`` of a valid cache file of ``kind``; ``None`` if absent; CorruptEntry if bad."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        header = read_header(fd, os.fstat(fd).st_size)
+        if header.kind != kind:
+            raise CorruptEntry(f"is a cache file of kind {header.kind}, expected {kind}")
+        meta = header.meta
+        if digest is not None and meta.get("source_sha256") != digest:
+            raise CorruptEntry("belongs to another source file")
+        if variant is not None and meta.get("variant") != variant:
+            raise CorruptEntry("holds another variant of the data")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, header
+
+
+def _warn_rebuild(path: Path, reason) -> None:
+    warnings.warn(
+        f"fastidx cache file {path} is unusable ({reason}); rebuilding it from the source",
+        CacheWarning,
+        stacklevel=5,
+    )
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output arrays.
+
+
+def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A C-contiguous, 64-byte-aligned empty array; big ones on transparent huge pages.
+
+    Filling fresh memory costs a page fault per 4 KiB page; on 2 MiB pages the kernel takes one
+    fault per 2 MiB, which makes writing a big output noticeably cheaper.
+    """
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < _HUGE_MIN or not hasattr(_mmap, "MADV_HUGEPAGE"):
+        return _idx._aligned_empty(shape, dtype)
+    buffer = _mmap.mmap(-1, nbytes)
+    with contextlib.suppress(OSError):
+        buffer.madvise(_mmap.MADV_HUGEPAGE)
+    return np.frombuffer(buffer, dtype, math.prod(shape)).reshape(shape)
+
+
+def check_budget(nbytes: int, max_memory, what: str) -> None:
+    if max_memory is not None and nbytes > max_memory:
+        raise MemoryLimitError(
+            f"{what} needs {nbytes:,} bytes, more than max_memory={max_memory:,}; "
+            f"load a slice (e.g. 'train[:10%]') or use iter_batches()"
+        )
+
+
+class Output:
+    """Rows ``[start, stop)`` of a stored array, converted into the caller's array chunk by chunk."""
+
+    def __init__(self, shape, stored: np.dtype, start: int, stop: int, target: np.dtype,
+                 table, layout, *, array=None):
+        self.start, self.stop = start, stop
+        self.stored = stored
+        self.table = table
+        self.row_items = math.prod(shape[1:])
+        self.row_bytes = self.row_items * stored.itemsize
+        self.identity = table is None and target == stored
+        final = _idx.layout_shape((stop - start,) + tuple(shape[1:]), layout)
+        self.array = allocate(final, target) if array is None else array
+        self.flat = self.array.reshape(-1)
+
+    def direct(self, row0: int, k: int):
+        """The output's bytes for rows ``[row0, row0 + k)`` when they can be decoded straight into it."""
+        if self.identity and self.start <= row0 and row0 + k <= self.stop:
+            a = (row0 - self.start) * self.row_items
+            return self.flat[a : a + k * self.row_items].view(np.uint8)
+        return None
+
+    def put(self, row0: int, chunk: np.ndarray) -> None:
+        """Store the rows of ``chunk`` (bytes of whole rows from ``row0``) that fall in the output."""
+        k = chunk.shape[0] // self.row_bytes if self.row_bytes else 0
+        lo, hi = max(row0, self.start), min(row0 + k, self.stop)
+        if lo >= hi:
+            return
+        src = chunk[(lo - row0) * self.row_bytes : (hi - row0) * self.row_bytes]
+        dst = self.flat[(lo - self.start) * self.row_items : (hi - self.start) * self.row_items]
+        if self.table is not None:
+            _idx.map_uint8(src, self.table, dst)
+        elif self.identity:
+            np.copyto(dst.view(np.uint8), src)
+        else:
+            np.copyto(dst, src.view(self.stored), casting="unsafe")
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads: one pool for decoding frames, one worker for the compress-and-write stage of a build.
+
+_pools: dict = {}
+_local = threading.local()
+
+
+def _threads() -> int:
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 8))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _pool(name: str, workers: int) -> ThreadPoolExecutor:
+    pool = _pools.get(name)
+    if pool is None or pool[0] != os.getpid():
+        pool = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix=f"fastidx-{name}"))
+        _pools[name] = pool
+    return pool[1]
+
+
+def _thread_state(nbytes: int):
+    """This thread's zstd decompressor (they are not thread-safe) and a staging buffer."""
+    import zstandard
+
+    state = getattr(_local, "state", None)
+    if state is None:
+        state = _local.state = [zstandard.ZstdDecompressor(), np.empty(0, np.uint8)]
+    if state[1].shape[0] < nbytes:
+        state[1] = np.empty(nbytes, np.uint8)
+    return state[0], state[1]
+
+
+def _decompress_into(dctx, frame, dst: np.ndarray) -> None:
+    import zstandard
+
+    want = dst.shape[0]
+    view = memoryview(dst)
+    got = 0
+    try:
+        reader = dctx.stream_reader(frame)
+        while got < want:
+            n = reader.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        extra = reader.readinto(bytearray(1)) if got == want else 0
+    except zstandard.ZstdError as exc:
+        raise CorruptEntry(f"a frame is damaged: {exc}") from None
+    if got != want or extra:
+        raise CorruptEntry(f"a frame decodes to {'more' if extra else got} bytes, expected {want}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames entries: reading.
+
+
+class Frames:
+    """An open, header-checked frames entry."""
+
+    def __init__(self, path: Path, fd: int, header: Header):
+        self.path = path
+        self.header = header
+        self.rows_per = header.meta["rows_per_frame"]
+        self.sizes = header.meta["frames"]
+        self.offsets = []
+        pos = header.data_offset
+        for csize, _ in self.sizes:
+            self.offsets.append(pos)
+            pos += csize
+        try:
+            size = header.file_size
+            self._map = _mmap.mmap(fd, size, access=_mmap.ACCESS_READ) if size else None
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def open(cls, path: Path, digest=None, variant=None):
+        opened = open_header(path, KIND_FRAMES, digest, variant)
+        return None if opened is None else cls(path, *opened)
+
+    def close(self):
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def frame_span(self, i: int) -> tuple[int, int]:
+        first = i * self.rows_per
+        return first, min(first + self.rows_per, self.header.rows)
+
+    def frame_bytes(self, i: int) -> memoryview:
+        return memoryview(self._map)[self.offsets[i] : self.offsets[i] + self.sizes[i][0]]
+
+    def decode(self, i: int, dst: np.ndarray | None = None) -> np.ndarray:
+        """Frame ``i``'s rows as uint8 bytes (in ``dst`` or this thread's staging buffer)."""
+        dsize = self.sizes[i][1]
+        if dst is None:
+            dctx, staging = _thread_state(dsize)
+            dst = staging[:dsize]
+        else:
+            dctx, _ = _thread_state(0)
+        _decompress_into(dctx, self.frame_bytes(i), dst)
+        return dst
+
+    def read_into(self, out: Output) -> None:
+        """Decode the frames covering ``out``'s rows into it, in parallel threads."""
+        if out.stop <= out.start:
+            return
+        first = out.start // self.rows_per
+        last = (out.stop - 1) // self.rows_per
+        todo = range(first, last + 1)
+
+        def work(i):
+            row0, row1 = self.frame_span(i)
+            direct = out.direct(row0, row1 - row0)
+            if direct is not None:
+                self.decode(i, direct)
+            else:
+                out.put(row0, self.decode(i))
+
+        if len(todo) == 1:
+            work(first)
+            return
+        for future in [_pool("decode", _threads()).submit(work, i) for i in todo]:
+            future.result()
+
+    def iter_rows(self, start: int, stop: int):
+        """``(row0, bytes)`` for each frame covering ``[start, stop)``, decoded one at a time."""
+        if stop <= start:
+            return
+        for i in range(start // self.rows_per, (stop - 1) // self.rows_per + 1):
+            yield self.frame_span(i)[0], self.decode(i)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding a source once: to the caller's output, to a new frames entry, or both.
+
+
+def _transpose_rows(chunk: np.ndarray, shape, dst: np.ndarray) -> np.ndarray:
+    """EMNIST's stored-transposed images, put upright: ``dst`` holds the same rows, transposed."""
+    k = chunk.shape[0] // (shape[1] * shape[2])
+    images = chunk.reshape(k, shape[1], shape[2])
+    out = dst[: chunk.shape[0]].reshape(k, shape[2], shape[1])
+    np.copyto(out, images.transpose(0, 2, 1))
+    return dst[: chunk.shape[0]]
+
+
+class _FramesWriter:
+    """Compresses chunks of whole rows as independent zstd frames into an open temporary file."""
+
+    def __init__(self, f, header: _idx.Header, meta: dict, rows_per: int):
+        import zstandard
+
+        self.f = f
+        self.meta = meta
+        self.rows_per = rows_per
+        n_frames = max(1, -(-header.shape[0] // rows_per))
+        # The header goes at the front once the frame sizes are known: reserve room for it.
+        blob = json.dumps(dict(meta, frames=[]), separators=(",", ":"))
+        reserve = _FIXED.size + len(blob) + 48 * n_frames + 64
+        self.data_offset = -(-reserve // 64) * 64
+        self.frames: list[list[int]] = []
+        self._zc = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True,
+                                            write_content_size=True)
+        f.seek(self.data_offset)
+
+    def add(self, chunk: np.ndarray) -> None:
+        frame = self._zc.compress(memoryview(chunk))
+        self.f.write(frame)
+        self.frames.append([len(frame), chunk.shape[0]])
+
+    def close(self) -> None:
+        if not self.frames:  # an array with no rows still gets its one (empty) frame
+            self.add(np.empty(0, np.uint8))
+        meta = dict(self.meta, frames=self.frames)
+        self.f.seek(0)
+        self.f.write(encode_header(KIND_FRAMES, meta, self.data_offset))
+
+
+def stream_source(source: Path, *, upright: bool, make_output=None, writer_for=None) -> Output | None:
+    """Decode ``source`` once, a frame's worth of rows at a time.
+
+    ``make_output(shape, dtype)`` returns the :class:`Output` to fill (or None): it is called with
+    the shape of the rows it will get (upright if asked) before anything large is allocated. ``writer_for(header)`` returns a
+    :class:`_FramesWriter` (or None) that receives every chunk. The inflating runs in this thread
+    while a worker thread transposes, converts, compresses and writes the previous chunk.
+    """
+    with _idx.IDXReader(source) as reader:
+        header = reader.header
+        if upright and len(header.shape) != 3:
+            upright = False
+        shape = header.shape
+        if upright:
+            shape = (shape[0], shape[2], shape[1])
+        out = make_output(shape, header.dtype) if make_output is not None else None
+        writer = writer_for(header) if writer_for is not None else None
+        rows_per = rows_per_frame(header.shape, header.dtype)
+        row_bytes = reader.row_bytes
+        first, last = 0, reader.rows
+        if writer is None and out is not None:
+            # Nothing to cache: decode only as far as the output needs.
+            first = (out.start // rows_per) * rows_per
+            last = out.stop
+            reader.skip_rows(first)
+        stage = _pool("build", 1)
+        buffers = [None, None]
+        flipped = np.empty(rows_per * row_bytes if upright else 0, np.uint8)
+        pending: deque = deque()
+
+        def process(row0, chunk, is_direct):
+            if upright:
+                chunk = _transpose_rows(chunk, header.shape, flipped)
+            if writer is not None:
+                writer.add(chunk)
+            if out is not None and not is_direct:
+                out.put(row0, chunk)
+
+        try:
+            for n, row0 in enumerate(range(first, last, rows_per)):
+                k = min(rows_per, last - row0)
+                if len(pending) == 2:
+                    pending.popleft().result()
+                chunk = None if upright or out is None else out.direct(row0, k)
+                is_direct = chunk is not None
+                if not is_direct:
+                    if buffers[n % 2] is None:
+                        buffers[n % 2] = np.empty(min(rows_per, last - first) * row_bytes, np.uint8)
+                    chunk = buffers[n % 2][: k * row_bytes]
+                reader.read_rows(chunk)
+                pending.append(stage.submit(process, row0, chunk, is_direct))
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    future.result()
+        if last == reader.rows:
+            reader.finish()
+        if writer is not None:
+            writer.close()
+        return out
+
+
+def rows_per_frame(shape, dtype) -> int:
+    row_bytes = math.prod(shape[1:]) * np.dtype(dtype).itemsize
+    return max(1, FRAME_BYTES // max(row_bytes, 1))
+
+
+def _frames_meta(header: _idx.Header, digest: str, variant: str, source: Path, dataset) -> dict:
+    shape = list(header.shape)
+    if variant == "upright" and len(shape) == 3:
+        shape = [shape[0], shape[2], shape[1]]
+    return {
+        "dataset": dataset,
+        "source_name": source.name,
+        "source_sha256": digest,
+        "variant": variant,
+        "shape": shape,
+        "dtype": header.dtype.str,
+        "rows_per_frame": rows_per_frame(header.shape, header.dtype),
+        "codec": f"zstd-{LEVEL}",
+        "created_ns": time.time_ns(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Building entries, once per content, across threads and processes.
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path, name: str):
+    """Hold the build lock of one entry (best effort: on timeout, go on without it)."""
+    import filelock
+
+    locks = directory / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(locks / f"{name}.lock"), timeout=_LOCK_TIMEOUT)
+    try:
+        lock.acquire()
+    except filelock.Timeout:  # pragma: no cover - a builder stuck for ten minutes
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _writable(directory: Path) -> bool:
+    from ._paths import writable_dir
+
+    try:
+        writable_dir(directory)
+    except CacheDirError as exc:
+        warnings.warn(f"{exc}; loading without the cache", CacheWarning, stacklevel=5)
+        return False
+    return True
+
+
+class Source:
+    """One source IDX file as the cache sees it: its content hash, variant and entries."""
+
+    def __init__(self, path: Path, *, upright: bool, cache_dir=None, dataset=None):
+        self.path = Path(path)
+        self.variant = "upright" if upright else "stored"
+        self.upright = upright
+        self.dataset = dataset
+        self.directory = decoded_dir(cache_dir)
+        self._digest = None
+
+    @property
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = source_digest(self.path, self.directory)
+        return self._digest
+
+    @property
+    def entry_path(self) -> Path:
+        return self.directory / entry_name(self.digest, self.variant)
+
+    def open_frames(self) -> Frames | None:
+        """The valid frames entry, or None (a damaged one is removed, with a warning)."""
+        try:
+            return Frames.open(self.entry_path, self.digest, self.variant)
+        except CorruptEntry as exc:
+            _warn_rebuild(self.entry_path, exc)
+            return None
+
+    def _build(self, make_output=None) -> Output | None:
+        """Decode the source into a new frames entry (and the output, if asked for)."""
+        path = self.entry_path
+
+        def writer_for(header):
+            return _FramesWriter(f, header, _frames_meta(header, self.digest, self.variant,
+                                                         self.path, self.dataset),
+                                 rows_per_frame(header.shape, header.dtype))
+
+        with atomic_write(path) as f:
+            return stream_source(self.path, upright=self.upright, make_output=make_output,
+                                 writer_for=writer_for)
+
+    def ensure_frames(self) -> Frames | None:
+        """Open the frames entry, building it first if needed; None when the cache is unusable."""
+        frames = self.open_frames()
+        if frames is not None:
+            return frames
+        if not _writable(self.directory):
+            return None
+        with _build_lock(self.directory, path_name(self.entry_path)):
+            frames = self.open_frames()
+            if frames is None:
+                self._build()
+                frames = self.open_frames()
+        return frames
+
+    def load(self, make_output) -> Output:
+        """Fill an output from the frames entry; on a miss, build the entry while filling it."""
+        frames = self.open_frames()
+        out = None
+        if frames is None:
+            if not _writable(self.directory):
+                return stream_source(self.path, upright=self.upright, make_output=make_output)
+            with _build_lock(self.directory, path_name(self.entry_path)):
+                frames = self.open_frames()
+                if frames is None:
+                    return self._build(make_output)
+        try:
+            out = make_output(frames.header.shape, frames.header.dtype)
+            try:
+                frames.read_into(out)
+                return out
+            except CorruptEntry as exc:
+                reason = exc
+        finally:
+            frames.close()
+        _warn_rebuild(self.entry_path, reason)
+        with _build_lock(self.directory, path_name(self.entry_path)):
+            return self._build(lambda shape, dtype: out)
+
+    # -- uncompressed files ----------------------------------------------------------------
+
+    def raw_path(self, conversion: str) -> Path:
+        return self.directory / raw_name(self.digest, self.variant, conversion)
+
+    def open_raw(self, conversion: str):
+        """``(fd, header)`` of the valid raw file, or None (a damaged one is removed, warned)."""
+        path = self.raw_path(conversion)
+        try:
+            opened = open_header(path, KIND_RAW, self.digest, self.variant)
+        except CorruptEntry as exc:
+            _warn_rebuild(path, exc)
+            return None
+        if opened is not None and opened[1].meta.get("conversion") != conversion:
+            os.close(opened[0])
+            _warn_rebuild(path, "holds another conversion of the data")
+            return None
+        return opened
+
+    def ensure_raw(self, conversion: str, convert):
+        """``(fd, header)`` of the raw file of one conversion, building it if needed; None when
+        the cache directory is unusable. ``convert(stored dtype)`` gives ``(target, table)``."""
+        opened = self.open_raw(conversion)
+        if opened is not None:
+            return opened
+        frames = self.ensure_frames()
+        if frames is None:
+            return None
+        path = self.raw_path(conversion)
+        try:
+            with _build_lock(self.directory, path.name):
+                opened = self.open_raw(conversion)
+                if opened is None:
+                    target, table = convert(frames.header.dtype)
+                    with atomic_write(path) as f:
+                        write_raw(f, frames, target, table, conversion)
+                    opened = self.open_raw(conversion)
+        finally:
+            frames.close()
+        return opened
+
+
+def path_name(path: Path) -> str:
+    return path.name
+
+
+def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str) -> None:
+    """Write the rows of ``frames`` uncompressed (converted through ``table``) to the file ``f``."""
+    header = frames.header
+    meta = dict(header.meta)
+    for key in ("frames", "rows_per_frame", "codec"):
+        meta.pop(key, None)
+    meta.update(conversion=conversion, array_dtype=target.str, created_ns=time.time_ns())
+    crc = 0
+    staging = None
+    f.seek(_RAW_ALIGN)
+    for i in range(len(frames.sizes)):
+        chunk = frames.decode(i)
+        if table is not None:
+            if staging is None or staging.shape[0] < chunk.shape[0]:
+                staging = np.empty(chunk.shape[0], target)
+            converted = staging[: chunk.shape[0]]
+            _idx.map_uint8(chunk, table, converted)
+            data = converted.view(np.uint8)
+        elif target != header.dtype:
+            data = chunk.view(header.dtype).astype(target).view(np.uint8)
+        else:
+            data = chunk
+        crc = zlib.crc32(data, crc)
+        f.write(memoryview(data))
+    meta["payload_crc32"] = crc
+    f.seek(0)
+    f.write(encode_header(KIND_RAW, meta, _RAW_ALIGN))
+
+
+def map_raw(fd: int, header: Header) -> np.ndarray:
+    """A copy-on-write memory map of a raw file's array: shared pages, private writes."""
+    try:
+        dtype = np.dtype(header.meta["array_dtype"])
+        count = math.prod(header.shape)
+        if count == 0:
+            return np.empty(header.shape, dtype)
+        buffer = _mmap.mmap(fd, header.file_size, access=_mmap.ACCESS_COPY)
+    finally:
+        os.close(fd)
+    return np.frombuffer(buffer, dtype, count, header.data_offset).reshape(header.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking files (for fastidx.cache.verify).
+
+
+def verify_file(path: Path) -> str | None:
+    """None if the cache file at ``path`` is intact, else what is wrong with it."""
+    try:
+        opened = open_header(path, KIND_FRAMES if path.suffix == ".fidx" else KIND_RAW)
+    except CorruptEntry as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"cannot be read: {exc}"
+    if opened is None:
+        return "disappeared"
+    fd, header = opened
+    if header.kind == KIND_FRAMES:
+        frames = Frames(path, fd, header)
+        try:
+            for i in range(len(frames.sizes)):
+                frames.decode(i)
+        except CorruptEntry as exc:
+            return str(exc)
+        finally:
+            frames.close()
+        return None
+    try:
+        crc = 0
+        pos = header.data_offset
+        while pos < header.file_size:
+            block = os.pread(fd, min(1 << 22, header.file_size - pos), pos)
+            if not block:
+                return "file is shorter than its header says"
+            crc = zlib.crc32(block, crc)
+            pos += len(block)
+    finally:
+        os.close(fd)
+    if crc != header.meta.get("payload_crc32"):
+        return "payload checksum mismatch"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The one entry point of the loaders.
+
+
+def load_array(path: Path, *, select, upright=False, dtype=None, normalize=False, mean=None,
+               std=None, layout=None, cache=True, cache_dir=None, mmap=False, max_memory=None,
+               dataset=None, what="the array"):
+    """Rows ``select(n)`` of the IDX file at ``path``, converted; returns ``(array, n)``.
+
+    ``select(n)`` maps the number of stored rows to ``(start, stop)``. With ``cache`` the rows come
+    from (and on a first load, go to) the decoded-array cache; ``mmap`` maps an uncompressed cache
+    file copy-on-write instead of filling new memory.
+    """
+    total = {}
+
+    def make_output(shape, stored):
+        target, table = conversion(stored, dtype, normalize, mean, std)
+        start, stop = select(shape[0])
+        final = _idx.layout_shape((stop - start,) + tuple(shape[1:]), layout)
+        check_budget(math.prod(final) * target.itemsize, max_memory, what)
+        total["n"] = shape[0]
+        return Output(shape, stored, start, stop, target, table, layout)
+
+    if mmap and not cache:
+        raise ValueError("mmap=True maps a file of the cache: it needs cache=True")
+    if not cache:
+        return stream_source(path, upright=upright, make_output=make_output).array, total["n"]
+    source = Source(path, upright=upright, cache_dir=cache_dir, dataset=dataset)
+    if mmap:
+        def convert(stored):
+            return conversion(stored, dtype, normalize, mean, std)
+
+        opened = source.ensure_raw(conversion_id(dtype, normalize, mean, std), convert)
+        if opened is not None:
+            array = map_raw(*opened)
+            n = array.shape[0]
+            start, stop = select(n)
+            array = array[start:stop]
+            return array.reshape(_idx.layout_shape(array.shape, layout)), n
+    return source.load(make_output).array, total["n"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches.
+
+
+class _RawWriter:
+    """Receives chunks of rows for an uncompressed temporary file (shuffling without a cache)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def add(self, chunk):
+        self.f.write(memoryview(chunk))
+
+    def close(self):
+        self.f.flush()
+
+
+def _source_chunks(path: Path, upright: bool, start: int, stop: int):
+    """``(row0, bytes)`` of about a frame of rows at a time, straight from the source file."""
+    with _idx.IDXReader(path) as reader:
+        shape = reader.header.shape
+        upright = upright and len(shape) == 3
+        rows_per = rows_per_frame(shape, reader.header.dtype)
+        staging = np.empty(min(rows_per, max(stop - start, 1)) * reader.row_bytes, np.uint8)
+        flipped = np.empty(staging.shape[0] if upright else 0, np.uint8)
+        reader.skip_rows(start)
+        for row0 in range(start, stop, rows_per):
+            k = min(rows_per, stop - row0)
+            chunk = staging[: k * reader.row_bytes]
+            reader.read_rows(chunk)
+            yield row0, _transpose_rows(chunk, shape, flipped) if upright else chunk
+        if stop == reader.rows:
+            reader.finish()
+
+
+def _gather(fd: int, offset: int, row_bytes: int, rows: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[j] = row rows[j]`` of the uncompressed file ``fd``, read in file order."""
+    view = memoryview(dst)
+    for j in np.argsort(rows, kind="stable").tolist():
+        pos = offset + int(rows[j]) * row_bytes
+        part = view[j * row_bytes : (j + 1) * row_bytes]
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [part], pos)
+        else:  # pragma: no cover - Windows
+            os.lseek(fd, pos, os.SEEK_SET)
+            got = os.readv(fd, [part])
+        if got != row_bytes:
+            raise CorruptEntry(f"short read at byte {pos}")
+
+
+def iter_batches(path: Path, labels: np.ndarray, n_labels: int, batch_size: int, *, select,
+                 shuffle=False, seed=None, drop_remainder=False, upright=False, dtype=None,
+                 normalize=False, mean=None, std=None, layout=None, cache=True, cache_dir=None,
+                 max_memory=None, dataset=None, one_hot=None, label_row_bytes=1,
+                 labels_name="labels"):
+    """Batches of rows ``select(n)`` of ``path`` with the matching ``labels`` (already sliced).
+
+    Checks what it can (shapes, counts, ``max_memory``) now, and returns the generator.
+    """
+    import tempfile
+
+    source = Source(path, upright=upright, cache_dir=cache_dir, dataset=dataset) if cache else None
+    frames = source.ensure_frames() if source is not None else None
+    if frames is not None:
+        shape, stored = frames.header.shape, frames.header.dtype
+    else:
+        head = _idx.read_header(path)
+        shape, stored = head.shape, head.dtype
+        if upright and len(shape) == 3:
+            shape = (shape[0], shape[2], shape[1])
+    try:
+        n = shape[0]
+        if n != n_labels:
+            from ._errors import IDXError
+
+            raise IDXError(str(path), f"holds {n} images but {labels_name} holds {n_labels} labels")
+        target, table = conversion(stored, dtype, normalize, mean, std)
+        _idx.layout_shape((0,) + tuple(shape[1:]), layout)
+        start, stop = select(n)
+        row_bytes = math.prod(shape[1:]) * stored.itemsize
+        batch = min(batch_size, max(stop - start, 0))
+        need = (
+            batch * (math.prod(shape[1:]) * target.itemsize + label_row_bytes)
+            + labels.nbytes
+            + (batch * row_bytes + (stop - start) * 8 if shuffle
+               else rows_per_frame(shape, stored) * row_bytes)
+        )
+        check_budget(need, max_memory, f"a batch of {batch} rows with its buffers")
+    except BaseException:
+        if frames is not None:
+            frames.close()
+        raise
+
+    def make(b0, b1):
+        return Output(shape, stored, b0, b1, target, table, layout)
+
+    def labels_of(rows):
+        y = labels[rows]
+        return one_hot(y) if one_hot is not None else y
+
+    def sequential():
+        try:
+            chunks = (frames.iter_rows(start, stop) if frames is not None
+                      else _source_chunks(path, upright, start, stop))
+            b = start
+            if b >= stop or (drop_remainder and b + batch_size > stop):
+                return
+            out = make(b, min(b + batch_size, stop))
+            for row0, chunk in chunks:
+                end = row0 + (chunk.shape[0] // row_bytes if row_bytes else 0)
+                while True:
+                    out.put(row0, chunk)
+                    if out.stop > end:
+                        break
+                    yield out.array, labels_of(slice(out.start - start, out.stop - start))
+                    b = out.stop
+                    if b >= stop or (drop_remainder and b + batch_size > stop):
+                        return
+                    out = make(b, min(b + batch_size, stop))
+        finally:
+            if frames is not None:
+                frames.close()
+
+    def shuffled():
+        temp = None
+        try:
+            opened = None
+            if source is not None:
+                def convert(stored_dtype):
+                    return stored_dtype, None
+
+                opened = source.ensure_raw("native", convert)
+            if opened is not None:
+                fd, header = opened
+                offset = header.data_offset
+            else:
+                temp = tempfile.TemporaryFile()
+                stream_source(path, upright=upright, writer_for=lambda header: _RawWriter(temp))
+                fd, offset = temp.fileno(), 0
+            order = start + np.random.default_rng(seed).permutation(stop - start)
+            rows = np.empty(batch * row_bytes, np.uint8)
+            for b in range(0, order.shape[0], batch_size):
+                pick = order[b : b + batch_size]
+                if drop_remainder and pick.shape[0] < batch_size:
+                    return
+                k = pick.shape[0]
+                _gather(fd, offset, row_bytes, pick, rows[: k * row_bytes])
+                out = make(0, k)
+                out.put(0, rows[: k * row_bytes])
+                yield out.array, labels_of(pick - start)
+        finally:
+            if frames is not None:
+                frames.close()
+            if temp is not None:
+                temp.close()
+            elif opened is not None:
+                os.close(fd)
+
+    return shuffled() if shuffle else sequential()

@@ -18,9 +18,10 @@ Every file starts with a 32-byte fixed header, little-endian::
     | u32 CRC-32 of meta | u64 data offset
 
 then ``meta``, a JSON object (shape, stored dtype, source hash, variant, and for frames the list of
-``[compressed size, decoded size]`` of each frame, which follow one another from the data offset).
-Each frame holds ``rows_per_frame`` whole rows (about :data:`FRAME_BYTES`), carries its decoded size
-and an XXH64-based content checksum that libzstd verifies on decompression. Raw files start their
+``[compressed size, decoded size, checksum]`` of each frame; the frames follow one another from the
+data offset). Each frame holds ``rows_per_frame`` whole rows (about :data:`FRAME_BYTES`) and carries
+its decoded size and a content checksum (the low 32 bits of XXH64) that libzstd verifies on
+decompression; the table holds that checksum too, so a frame found in the wrong place is caught. Raw files start their
 data on a 4096-byte boundary and store a CRC-32 of the payload, checked by :func:`verify_file`
 (``mmap=True`` checks only the header and the file size, so that a load stays well under a
 millisecond).
@@ -215,10 +216,10 @@ def read_header(fd: int, file_size: int) -> Header:
         if len(frames) != max(1, -(-header.rows // rows_per)):
             raise CorruptEntry("frame table does not cover the rows")
         try:
-            for i, (_, dsize) in enumerate(frames):
+            for i, (_, dsize, _) in enumerate(frames):
                 if dsize != (min(header.rows, (i + 1) * rows_per) - i * rows_per) * header.row_bytes:
                     raise CorruptEntry(f"frame {i} claims {dsize} decoded bytes")
-            end = data_offset + sum(csize for csize, _ in frames)
+            end = data_offset + sum(csize for csize, _, _ in frames)
         except (TypeError, ValueError):
             raise CorruptEntry("unreadable frame table") from None
         if end != file_size:
@@ -234,8 +235,10 @@ def open_header(path: Path, kind: int, digest: str | None = None, variant: str |
     """``(fd, header)`` of a valid cache file of ``kind``; ``None`` if absent; CorruptEntry if bad."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise CorruptEntry(f"cannot be opened: {exc.strerror or exc}") from None
     try:
         header = read_header(fd, os.fstat(fd).st_size)
         if header.kind != kind:
@@ -366,8 +369,9 @@ def _decompress_into(dctx, frame, dst: np.ndarray) -> None:
     want = dst.shape[0]
     view = memoryview(dst)
     got = 0
+    reason = None
+    reader = dctx.stream_reader(frame)
     try:
-        reader = dctx.stream_reader(frame)
         while got < want:
             n = reader.readinto(view[got:])
             if not n:
@@ -375,7 +379,12 @@ def _decompress_into(dctx, frame, dst: np.ndarray) -> None:
             got += n
         extra = reader.readinto(bytearray(1)) if got == want else 0
     except zstandard.ZstdError as exc:
-        raise CorruptEntry(f"a frame is damaged: {exc}") from None
+        reason = str(exc)
+    finally:
+        reader.close()
+        del reader
+    if reason is not None:
+        raise CorruptEntry(f"a frame is damaged: {reason}")
     if got != want or extra:
         raise CorruptEntry(f"a frame decodes to {'more' if extra else got} bytes, expected {want}")
 
@@ -394,7 +403,7 @@ class Frames:
         self.sizes = header.meta["frames"]
         self.offsets = []
         pos = header.data_offset
-        for csize, _ in self.sizes:
+        for csize, _, _ in self.sizes:
             self.offsets.append(pos)
             pos += csize
         try:
@@ -410,7 +419,10 @@ class Frames:
 
     def close(self):
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:  # a view still held by an exception's traceback: the GC unmaps it
+                pass
             self._map = None
 
     def frame_span(self, i: int) -> tuple[int, int]:
@@ -418,17 +430,22 @@ class Frames:
         return first, min(first + self.rows_per, self.header.rows)
 
     def frame_bytes(self, i: int) -> memoryview:
-        return memoryview(self._map)[self.offsets[i] : self.offsets[i] + self.sizes[i][0]]
+        csize, _, checksum = self.sizes[i]
+        frame = memoryview(self._map)[self.offsets[i] : self.offsets[i] + csize]
+        if int.from_bytes(frame[-4:], "little") != checksum:
+            raise CorruptEntry(f"frame {i} is not the frame the table lists")
+        return frame
 
     def decode(self, i: int, dst: np.ndarray | None = None) -> np.ndarray:
         """Frame ``i``'s rows as uint8 bytes (in ``dst`` or this thread's staging buffer)."""
         dsize = self.sizes[i][1]
+        frame = self.frame_bytes(i)
         if dst is None:
             dctx, staging = _thread_state(dsize)
             dst = staging[:dsize]
         else:
             dctx, _ = _thread_state(0)
-        _decompress_into(dctx, self.frame_bytes(i), dst)
+        _decompress_into(dctx, frame, dst)
         return dst
 
     def read_into(self, out: Output) -> None:
@@ -486,7 +503,7 @@ class _FramesWriter:
         n_frames = max(1, -(-header.shape[0] // rows_per))
         # The header goes at the front once the frame sizes are known: reserve room for it.
         blob = json.dumps(dict(meta, frames=[]), separators=(",", ":"))
-        reserve = _FIXED.size + len(blob) + 48 * n_frames + 64
+        reserve = _FIXED.size + len(blob) + 60 * n_frames + 64
         self.data_offset = -(-reserve // 64) * 64
         self.frames: list[list[int]] = []
         self._zc = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True,
@@ -496,7 +513,7 @@ class _FramesWriter:
     def add(self, chunk: np.ndarray) -> None:
         frame = self._zc.compress(memoryview(chunk))
         self.f.write(frame)
-        self.frames.append([len(frame), chunk.shape[0]])
+        self.frames.append([len(frame), chunk.shape[0], int.from_bytes(frame[-4:], "little")])
 
     def close(self) -> None:
         if not self.frames:  # an array with no rows still gets its one (empty) frame

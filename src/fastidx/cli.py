@@ -166,10 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "fastidx cache list\nfastidx cache verify\nfastidx cache clear fashion_mnist --yes")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=_Parser)
     for name, run, help, example in (
-        ("list", cmd_cache_list, "list the cached datasets and their size on disk", "fastidx cache list"),
-        ("verify", cmd_cache_verify, "check every cache entry; exit status 1 if one is damaged",
+        ("list", cmd_cache_list, "list the decoded arrays and downloaded files in the cache, with their sizes",
+         "fastidx cache list"),
+        ("verify", cmd_cache_verify, "check every entry of the decoded-array cache completely; exit status 1 "
+         "if one is damaged (downloaded files are checked against their official hashes whenever they are used)",
          "fastidx cache verify"),
-        ("clear", cmd_cache_clear, "delete cached data (all of it, or one dataset's)",
+        ("clear", cmd_cache_clear, "delete the decoded arrays (all, or one dataset's); downloaded files are kept",
          "fastidx cache clear kmnist --yes"),
     ):
         a = actions.add_parser(
@@ -346,7 +348,7 @@ def cmd_info(args) -> int:
         lines.append(f"      sha256          {archive.sha256}")
         zip_path = root / spec.dir_name / archive.name
         lines.append(f"      {'cached: ' + str(zip_path) if zip_path.is_file() else 'not downloaded'}")
-    lines.append("cache     " + _cache_usage(root, spec))
+    lines.append("cache     " + _cache_usage(root, spec, args.cache_dir))
     print("\n".join(lines))
     return EXIT_OK
 
@@ -355,21 +357,30 @@ def _shape(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def _class_list(spec: registry.DatasetSpec) -> str:
+def _class_list(spec: registry.DatasetSpec) -> list[str]:
     from ._png import label_text
 
     names = []
     for i, name in enumerate(spec.class_names[spec.first_label:], start=spec.first_label):
-        readable = label_text(name, i)
         if name == str(i):  # digits: the label is the name
             names.append(name)
         else:
+            readable = label_text(name, i)
             names.append(f"{i}={name}" + (f" ({readable})" if readable != name and not readable.isdigit() else ""))
-    return ", ".join(names)
+    return names
 
 
-def _wrap(text: str, indent: int) -> str:
-    return "\n".join(textwrap.wrap(text, width=100, subsequent_indent=" " * indent, break_on_hyphens=False))
+def _wrap(items: list[str], indent: int, width: int = 100) -> str:
+    """``items`` joined by commas, lines broken between items only."""
+    lines, line = [], ""
+    for item in items:
+        piece = f"{item}, " if item is not items[-1] else item
+        if line and indent + len(line) + len(piece.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += piece
+    lines.append(line)
+    return ("\n" + " " * indent).join(lines)
 
 
 def _split_shapes(spec, split: str, local: dict, read_header) -> str:
@@ -403,18 +414,18 @@ def _tree_size(directory: Path) -> tuple[int, int]:
     return total, count
 
 
-def _cache_usage(root: Path, spec: registry.DatasetSpec) -> str:
+def _cache_usage(root: Path, spec: registry.DatasetSpec, cache_dir) -> str:
     size, count = _tree_size(root / spec.dir_name)
     if count:
         text = f"{root / spec.dir_name}: {_size(size)} in {count} file{'s' if count != 1 else ''}"
+        if spec.archive is not None:
+            text += " (shared by all EMNIST splits)"
     else:
         text = f"nothing downloaded in {root / spec.dir_name}"
-    if spec.archive is not None:
-        text += " (shared by all EMNIST splits)"
-    entries = _cache_entries(root, spec.name)
-    if entries is not None:
-        decoded = sum(_entry_size(e) for e in entries)
-        text += f"; decoded arrays {_size(decoded)} in {len(entries)} entr{'ies' if len(entries) != 1 else 'y'}"
+    entries = _cache_entries(cache_dir, spec.name)
+    if entries:
+        decoded = sum(e.size_on_disk for e in entries)
+        text += f"; decoded arrays: {_size(decoded)} in {len(entries)} entr{'ies' if len(entries) != 1 else 'y'}"
     return text
 
 
@@ -506,79 +517,125 @@ def _write_png(path: Path, image) -> None:
 
 
 # --- cache ----------------------------------------------------------------------------------------
+# The decoded-array cache is fastidx.cache's; downloaded files belong to the fetch layer, which
+# verifies them whenever they are used. `cache list` shows both, so that the sizes add up.
 
 
-def _cache_module():
-    try:
-        from . import cache
-    except ImportError as exc:
-        if exc.name != "fastidx.cache":
-            raise
-        raise CLIError("this fastidx has no cache module (fastidx.cache) yet") from None
-    return cache
+def _cache_entries(cache_dir, dataset: str | None = None) -> list:
+    from . import cache
+
+    return [e for e in cache.list_entries(cache_dir=cache_dir) if dataset is None or e.dataset == dataset]
 
 
-def _cache_entries(root: Path, dataset: str | None):
-    """The decoded-array cache entries (of one dataset), or None without a cache module."""
-    if importlib.util.find_spec("fastidx.cache") is None:
-        return None
-    entries = _cache_module().list_entries(cache_dir=root)
-    return [e for e in entries if dataset is None or getattr(e, "dataset", None) == dataset]
-
-
-def _entry_size(entry) -> int:
-    return int(getattr(entry, "size", None) or getattr(entry, "nbytes", 0) or 0)
+def _download_dirs(root: Path, dataset: str | None) -> list[tuple[str, Path, int, int]]:
+    """(datasets, directory, bytes, files) of every non-empty download directory."""
+    names: dict[str, list[str]] = {}
+    for spec in registry.DATASETS.values():
+        if dataset is None or spec.name == dataset:
+            names.setdefault(spec.dir_name, []).append(spec.name)
+    rows = []
+    for dir_name, datasets in names.items():
+        size, count = _tree_size(root / dir_name)
+        if count:
+            label = dir_name if len(datasets) > 1 and dataset is None else ", ".join(datasets)
+            rows.append((label, root / dir_name, size, count))
+    return rows
 
 
 def cmd_cache_list(args) -> int:
+    from ._cache import decoded_dir
     from ._paths import cache_root
 
     root = cache_root(args.cache_dir)
-    entries = _cache_entries(root, args.dataset)
-    if entries is None:
-        raise CLIError("this fastidx has no cache module (fastidx.cache) yet")
-    if not entries:
+    entries = _cache_entries(args.cache_dir, args.dataset)
+    downloads = _download_dirs(root, args.dataset)
+    if not entries and not downloads:
         print(f"nothing cached in {root}" + (f" for {args.dataset}" if args.dataset else ""))
         return EXIT_OK
-    for entry in entries:
-        print(f"{_size(_entry_size(entry)):>9}  {entry}")
-    print(f"{_size(sum(_entry_size(e) for e in entries)):>9}  in all, in {root}")
+    if entries:
+        print(f"decoded arrays in {decoded_dir(args.cache_dir)}:")
+        by_dataset: dict[str, list] = {}
+        for entry in entries:
+            by_dataset.setdefault(entry.dataset or "(unknown)", []).append(entry)
+        for name, group in by_dataset.items():
+            print(f"  {name}: {_size(sum(e.size_on_disk for e in group))} in {len(group)} "
+                  f"entr{'ies' if len(group) != 1 else 'y'}")
+            for e in group:
+                shape = "x".join(map(str, e.shape))
+                print(f"    {_size(e.size_on_disk):>9}  {e.source_name:<32} {e.kind:<6} {e.variant:<7} "
+                      f"{shape} {e.dtype}")
+    if downloads:
+        print(f"downloaded files in {root}:")
+        for label, directory, size, count in downloads:
+            print(f"  {label}: {_size(size)} in {count} file{'s' if count != 1 else ''}  ({directory})")
+    total = sum(e.size_on_disk for e in entries) + sum(row[2] for row in downloads)
+    print(f"total: {_size(total)}")
     return EXIT_OK
 
 
 def cmd_cache_verify(args) -> int:
-    cache = _cache_module()
+    from . import cache
+
     results = cache.verify(cache_dir=args.cache_dir)
-    bad = [r for r in results if not getattr(r, "ok", True)]
-    for r in bad:
-        _error(f"damaged: {r}")
-    print(f"{len(results) - len(bad)} of {len(results)} cache entries verified")
-    return EXIT_FAILURE if bad else EXIT_OK
+    if args.dataset is not None:
+        # An entry whose header is damaged cannot say whose it is: it is reported for every dataset.
+        everything = cache.list_entries(cache_dir=args.cache_dir)
+        mine = {e.path for e in everything if e.dataset == args.dataset}
+        readable = {e.path for e in everything}
+        results = [r for r in results if r.path in mine or (not r.ok and r.path not in readable)]
+    broken = [r for r in results if not r.ok]
+    for r in broken:
+        _error(f"damaged cache entry {r.path}: {r.reason}")
+    if broken:
+        print(f"{len(broken)} of {len(results)} cache entries are damaged; a load rebuilds them from their "
+              f"source, 'fastidx cache clear' deletes them")
+        return EXIT_FAILURE
+    print(f"all {len(results)} cache entries are intact" if results else "the cache has no entries to verify")
+    return EXIT_OK
 
 
 def cmd_cache_clear(args) -> int:
+    from . import cache
+    from ._cache import decoded_dir
     from ._paths import cache_root
 
-    cache = _cache_module()
     root = cache_root(args.cache_dir)
-    what = f"the cached {args.dataset} data" if args.dataset else "everything fastidx cached"
-    if not args.yes:
-        _confirm(f"delete {what} in {root}?")
-    result = cache.clear(dataset=args.dataset, cache_dir=args.cache_dir)
-    print(f"deleted {result}")
+    directory = decoded_dir(args.cache_dir)
+    if args.dataset is None:
+        summary = cache.info(cache_dir=args.cache_dir)
+        count, size = summary.entries, summary.total_bytes
+    else:
+        entries = _cache_entries(args.cache_dir, args.dataset)
+        count, size = len(entries), sum(e.size_on_disk for e in entries)
+    what = f"decoded arrays{' of ' + args.dataset if args.dataset else ''}"
+    if size == 0:
+        print(f"nothing to delete: no {what} in {directory}")
+    else:
+        if not args.yes:
+            _confirm(f"delete {count} cache entr{'ies' if count != 1 else 'y'} ({_size(size)} of {what}) "
+                     f"in {directory}?")
+        cleared = cache.clear(dataset=args.dataset, cache_dir=args.cache_dir)
+        print(f"deleted {cleared.files} file{'s' if cleared.files != 1 else ''} ({_size(cleared.bytes)}) of "
+              f"{what} from {directory}")
+    downloads = _download_dirs(root, args.dataset)
+    if downloads:
+        kept = sum(row[2] for row in downloads)
+        places = ", ".join(str(row[1]) for row in downloads)
+        print(f"kept the downloaded files ({_size(kept)} in {places}); delete them by hand if you want the "
+              f"space back (they will be downloaded again when needed)")
     return EXIT_OK
 
 
 def _confirm(question: str) -> None:
     """Ask on the terminal; without one, refuse instead of waiting for input that never comes."""
-    if not sys.stdin or not sys.stdin.isatty():
-        raise CLIError(f"{question[:-1]}: refusing without confirmation (no terminal to ask on); add --yes")
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise CLIError(f"{question[:-1]}: refusing without confirmation (stdin is not a terminal); add --yes")
     try:
         answer = input(f"{question} [y/N] ")
     except EOFError:
         answer = ""
     if answer.strip().lower() not in {"y", "yes"}:
-        raise CLIError("nothing was deleted", status=EXIT_FAILURE)
+        raise CLIError("nothing was deleted")
 
 
 # --- timings (demo and bench) ---------------------------------------------------------------------
@@ -638,10 +695,12 @@ def _timings(dataset, source: Source, cache_dir, repeat: int) -> list[tuple[str,
                                                                     **o), repeat)
         slow, theirs = _best_time(lambda o=options: _numpy_gzip(files, shape, **o), repeat)
         rows.append((what, fast, slow, "identical arrays" if _same(ours, theirs) else "ARRAYS DIFFER"))
-    if importlib.util.find_spec("fastidx.cache") is not None:
-        dataset.load_data(source.path, cache=True, cache_dir=cache_dir)  # fills the cache
-        cached, _ = _best_time(lambda: dataset.load_data(source.path, cache=True, cache_dir=cache_dir), repeat)
-        rows.append(("uint8 from the decoded cache (cache=True)", cached, None, ""))
+    for what, options in (("uint8 from the decoded cache (cache=True)", {}),
+                          ("uint8 memory-mapped from the cache (mmap=True)", {"mmap": True})):
+        dataset.load_data(source.path, cache=True, cache_dir=cache_dir, **options)  # fills the cache
+        took, _ = _best_time(lambda o=options: dataset.load_data(source.path, cache=True, cache_dir=cache_dir,
+                                                                   **o), repeat)
+        rows.append((what, took, None, ""))
     return rows
 
 

@@ -159,12 +159,6 @@ def test_division_by_zero_std_matches_numpy(std):
     assert_bit_identical(result, expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: conversion_table evaluates the expression for all 256 uint8 values, so it emits "
-    "NumPy overflow warnings for values the data does not contain (float16, std=0.001, data "
-    "[0, 1, 2]: NumPy is silent, read_idx warns 'overflow encountered in divide')",
-)
 def test_no_spurious_floating_point_warnings():
     x = np.array([0, 1, 2], dtype=np.uint8)
     with warnings.catch_warnings():
@@ -204,11 +198,6 @@ def test_other_dtype_conversions_equal_astype(stored, target):
     assert result.flags.c_contiguous and result.flags.writeable
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: read_idx(int16 file, dtype=float32) returns result.astype(target), a NumPy "
-    "allocation that is not 64-byte aligned although the docstring promises alignment",
-)
 @pytest.mark.parametrize("stored, target", [(np.int16, np.float32), (np.int32, np.float64)])
 def test_other_dtype_conversions_are_aligned(stored, target):
     misaligned = 0

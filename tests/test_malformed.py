@@ -381,13 +381,6 @@ def test_lying_headers_under_an_address_space_limit():
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a 3 MB gzip declaring 3000x1000x1000 uint8 passes the 1032:1 deflate bound, so "
-    "read_idx allocates the full 3 GB output before decoding; where the OS refuses that "
-    "(RLIMIT_AS, vm.overcommit_memory=2, or a claim above RAM+swap) it raises MemoryError "
-    "instead of IDXTruncatedError",
-)
 def test_truncated_gzip_within_deflate_bound_under_address_space_limit():
     result = _run_isolated(
         """
@@ -454,12 +447,6 @@ def test_truncated_gzip_commits_no_memory_for_the_declared_size():
     assert int(result.stdout) < 16 << 20
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _check_bounds trusts the gzip trailer's ISIZE as confirmation of the declared "
-    "size, so a 100 KB gzip whose last 4 bytes are forged to match a 100 MB header makes "
-    "_prefaulting commit ~100 MB (MADV_POPULATE_WRITE) before the stream is found truncated",
-)
 def test_forged_isize_commits_no_memory_for_the_declared_size():
     result = _run_isolated(PEAK_RSS_PROBE.format(forge=True))
     assert result.returncode == 0, result.stderr[-3000:]

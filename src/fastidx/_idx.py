@@ -9,7 +9,6 @@ caller would have written, so the results are bit-identical to it.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
 import math
@@ -54,6 +53,11 @@ _ALIGN = 64
 _READ_CHUNK = 1 << 20  # compressed bytes read from a file per call
 _MAP_CHUNK = 1 << 18  # uint8 bytes decoded per lookup-table pass: stays in L2 cache
 _PREFAULT_MIN = 8 << 20  # below this, a thread costs more than the faults it saves
+_PREFAULT_STEP = 2 << 20  # pages faulted in per system call
+_PREFAULT_AHEAD = 8 << 20  # at most this much beyond what the decoder has written
+_DIRECT_CHUNK = 4 << 20  # decoded bytes written straight into the output per step
+_RECOUNT_MIN = 64 << 20  # untrusted gzip sizes above this are counted before allocating
+_MAX_ARRAY_BYTES = 1 << 62
 _WORD = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -108,9 +112,10 @@ class _Input:
                 f"read_idx() needs a path, a bytes-like object or a binary file object, "
                 f"not {type(source).__name__}"
             )
-        if self._file is not None and not _seekable(self._file):
+        if self._file is not None and not (_seekable(self._file) and hasattr(self._file, "readinto")):
             # A stream whose size we cannot see: read its (compressed) bytes first, so that the
             # header can be checked against what really exists before anything large is allocated.
+            # (Likewise a file-like object with no readinto().)
             self._data = memoryview(_read_all(self._file)).cast("B")
             self._close_file()
         if self._data is not None:
@@ -212,7 +217,6 @@ class _Decoded:
         self.inp = inp
         self.offset = 0  # decoded bytes handed out so far
         self._inflater = _native.Inflater() if inp.is_gzip else None
-        self._scratch = np.empty(1, np.uint8)
 
     def read_exact(self, dst: np.ndarray) -> None:
         """Fill the uint8 array ``dst`` with the next decoded bytes, or raise :class:`_EndOfInput`."""
@@ -270,19 +274,33 @@ class _Decoded:
         """Check that nothing follows the payload and (gzip) that the stream is complete and intact."""
         if self._inflater is None:
             extra = self.inp.size - self.inp._pos
-            if extra:
-                raise IDXTrailingDataError(
-                    self.inp.name, f"{extra} unexpected bytes after the payload"
-                )
-            return
-        try:
-            self._inflate(self._scratch)
-        except _EndOfInput:  # pragma: no cover - _inflate never raises it
-            pass
         else:
-            if self._inflater.total_out > self.offset:
-                extra = "at least 1 unexpected byte"
-                raise IDXTrailingDataError(self.inp.name, f"{extra} after the payload")
+            scratch, extra = np.empty(1 << 16, np.uint8), 0
+            while True:
+                n = self._inflate(scratch)
+                extra += n
+                if n < scratch.shape[0]:
+                    break
+        if extra:
+            raise IDXTrailingDataError(self.inp.name, f"{extra} unexpected bytes after the payload")
+
+
+class _Replay:
+    """A gzip input's compressed bytes once more from the start, leaving the original untouched."""
+
+    is_gzip = True
+
+    def __init__(self, inp: _Input):
+        self.name = inp.name
+        self._inp = inp
+        self._offset = 0
+
+    def next_chunk(self):
+        data = self._inp.peek(self._offset, _READ_CHUNK)
+        if not data:
+            return None
+        self._offset += len(data)
+        return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,15 +341,16 @@ def _read_header(stream: _Decoded) -> Header:
             f"after {end.got} of them",
         ) from None
     shape = tuple(int(d) for d in struct.unpack(f">{ndim}I", dims.tobytes()))
-    return Header(TYPE_CODES[code], shape, 4 + 4 * ndim)
+    header = Header(TYPE_CODES[code], shape, 4 + 4 * ndim)
+    if 0 in shape and math.prod(d for d in shape if d) * header.dtype.itemsize > _MAX_ARRAY_BYTES:
+        # No values, but NumPy still refuses extents that multiply past its index range. (With
+        # values, the bounds check says more: how much the input really holds.)
+        raise IDXHeaderError(name, f"{_describe(header)}, in a shape no array can have")
+    return header
 
 
-def _check_bounds(inp: _Input, header: Header) -> bool:
-    """Refuse, before allocating, a header that declares more data than the input can hold.
-
-    Returns True when the input's size confirms the declared size (a raw file of exactly that
-    size, or a gzip stream whose trailer ISIZE agrees), so the output may be faulted in eagerly.
-    """
+def _check_bounds(inp: _Input, header: Header) -> None:
+    """Refuse, before allocating, a header that declares more data than the input can hold."""
     need = header.payload_bytes
     if not inp.is_gzip:
         have = inp.size - header.nbytes
@@ -343,7 +362,7 @@ def _check_bounds(inp: _Input, header: Header) -> bool:
             raise IDXTrailingDataError(
                 inp.name, f"{_describe(header)} but {have - need} more bytes follow the payload"
             )
-        return True
+        return
     total = header.nbytes + need
     ceiling = _MAX_DEFLATE_RATIO * inp.size
     if total > ceiling:
@@ -352,34 +371,77 @@ def _check_bounds(inp: _Input, header: Header) -> bool:
             f"{_describe(header)} but a {inp.size}-byte gzip stream cannot decode to more than "
             f"{ceiling} bytes",
         )
-    # The trailer's ISIZE is the decoded size mod 2**32 of the LAST member only (multi-member
-    # streams are legal), so a mismatch is no proof of a lie: such outputs are still allocated,
-    # but lazily, so that memory is only ever committed as real decoded bytes arrive.
-    if inp.size < 18:
-        return False
-    (isize,) = struct.unpack("<I", inp.peek(inp.size - 4, 4))
-    return isize == total % 2**32
-
-
-@contextlib.contextmanager
-def _prefaulting(array: np.ndarray, trusted: bool):
-    """Fault the output's pages in from a second thread while this one decodes into them.
-
-    On a fresh process every 4 KiB of output costs a page fault on first write, as much as the
-    decoding itself for a float32 MNIST; the kernel can map them on the other core meanwhile.
-    Only done for outputs whose size the input has confirmed, so a lying header commits nothing.
-    """
-    if not trusted or array.nbytes < _PREFAULT_MIN:
-        yield
+    if total <= _RECOUNT_MIN:
         return
-    worker = threading.Thread(
-        target=_native.prefault, args=(array.reshape(-1).view(np.uint8),), daemon=True
-    )
-    worker.start()
+    # The trailer's ISIZE is the decoded size (mod 2**32) of the last member. For the usual
+    # single-member file it confirms the header; otherwise (multi-member, damaged or lying) the
+    # stream is decoded once without keeping anything, so that only what exists gets allocated.
+    (isize,) = struct.unpack("<I", inp.peek(inp.size - 4, 4)) if inp.size >= 18 else (-1,)
+    if isize == total % 2**32:
+        return
+    counter = _Decoded(_Replay(inp))
+    scratch = np.empty(_MAP_CHUNK, np.uint8)
     try:
-        yield
-    finally:
-        worker.join()
+        while counter.offset < total:
+            counter.read_exact(scratch[: min(scratch.shape[0], total - counter.offset)])
+    except _EndOfInput:
+        raise IDXTruncatedError(
+            inp.name,
+            f"{_describe(header)} but the stream ends after {counter.offset - header.nbytes}",
+        ) from None
+
+
+class _Prefaulter:
+    """Faults an output's pages in from a second thread while the decoder writes into them.
+
+    In a fresh process every 4 KiB of new output costs a page fault on first write, as much time
+    as decoding a float32 MNIST; the kernel can map them on the other core meanwhile. The thread
+    never runs more than ``_PREFAULT_AHEAD`` bytes beyond what the decoder has written, so a header
+    that lies about its size commits no more memory than the data that really arrives.
+    """
+
+    def __init__(self, array: np.ndarray, enabled: bool = True):
+        self._bytes = array.reshape(-1).view(np.uint8)
+        self._written = 0
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._thread = None
+        if enabled and self._bytes.shape[0] >= _PREFAULT_MIN:
+            self._thread = threading.Thread(target=self._run, name="fastidx-prefault", daemon=True)
+            self._thread.start()
+
+    def advance(self, written: int) -> None:
+        """The decoder has written the first ``written`` bytes."""
+        if self._thread is not None:
+            with self._cond:
+                self._written = written
+                self._cond.notify()
+
+    def _run(self) -> None:
+        total, pos = self._bytes.shape[0], 0
+        while pos < total:
+            end = min(pos + _PREFAULT_STEP, total)
+            with self._cond:
+                while not self._stopped and end > self._written + _PREFAULT_AHEAD:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+            if not _native.prefault(self._bytes[pos:end]):
+                return  # the kernel cannot: the decoder's own faults will do
+            pos = end
+
+    def close(self) -> None:
+        if self._thread is not None:
+            with self._cond:
+                self._stopped = True
+                self._cond.notify()
+            self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -402,12 +464,15 @@ def conversion_table(dtype, normalize: bool = False, mean=None, std=None) -> np.
     """
     dtype = np.dtype(dtype)
     values = np.arange(256, dtype=np.uint8).astype(dtype)
-    if normalize:
-        values = values / dtype.type(255)
-    if mean is not None:
-        values = values - dtype.type(mean)
-    if std is not None:
-        values = values / dtype.type(std)
+    # All 256 values are computed, most of which the data may never contain: an overflow for one
+    # of them (float16 / a tiny std) is no news about the caller's data, so NumPy stays quiet.
+    with np.errstate(all="ignore"):
+        if normalize:
+            values = values / dtype.type(255)
+        if mean is not None:
+            values = values - dtype.type(mean)
+        if std is not None:
+            values = values / dtype.type(std)
     return np.ascontiguousarray(values, dtype=dtype)
 
 
@@ -464,10 +529,6 @@ def _check_out(out, shape, dtype, name):
         raise ValueError(f"{name}: out is read-only")
 
 
-def _bytes_of(array: np.ndarray) -> np.ndarray:
-    return array.reshape(-1).view(np.uint8)
-
-
 def map_uint8(src: np.ndarray, table: np.ndarray, dst: np.ndarray) -> None:
     """``dst.flat[i] = table[src.flat[i]]`` for contiguous ``src`` (uint8) and ``dst`` (table's dtype),
     in the native loop with the GIL released."""
@@ -488,34 +549,6 @@ def convert_uint8(x: np.ndarray, *, dtype=None, normalize=False, mean=None, std=
     out = _aligned_empty(shape, target)
     map_uint8(np.ascontiguousarray(x), conversion_table(target, normalize, mean, std), out)
     return out
-
-
-def _decode_payload(stream: _Decoded, header: Header, out: np.ndarray, table) -> None:
-    """Decode the payload into ``out`` (flat view of the final array), converting on the way."""
-    name = stream.inp.name
-    need = header.payload_bytes
-    try:
-        if table is None:
-            raw = _bytes_of(out)
-            stream.read_exact(raw)
-            if header.dtype.itemsize > 1 and sys.byteorder == "little":
-                _native.byteswap(raw.view(_WORD[header.dtype.itemsize]))
-            return
-        flat = out.reshape(-1)
-        staging = np.empty(min(_MAP_CHUNK, need), np.uint8)
-        done = 0
-        while done < need:
-            n = min(staging.shape[0], need - done)
-            try:
-                stream.read_exact(staging[:n])
-            except _EndOfInput as end:
-                raise _EndOfInput(done + end.got) from None
-            map_uint8(staging[:n], table, flat[done : done + n])
-            done += n
-    except _EndOfInput as end:
-        raise IDXTruncatedError(
-            name, f"{_describe(header)} but the stream ends after {end.got}"
-        ) from None
 
 
 def read_header(source) -> Header:
@@ -575,36 +608,30 @@ def read_idx(
           dtype=float32)
     """
     name = source_name(source)
-    with _Input(source, name) as inp:
-        stream = _Decoded(inp)
-        header = _read_header(stream)
-        target = resolve_dtype(header.dtype, dtype, normalize, mean, std)
-        shape = layout_shape(header.shape, layout)
-        trusted = _check_bounds(inp, header)
-        if header.dtype == np.uint8 and (target != np.uint8 or normalize or mean is not None
-                                         or std is not None):
+    with IDXReader(source) as reader:
+        header = reader.header
+        try:
+            target = resolve_dtype(header.dtype, dtype, normalize, mean, std)
+            shape = layout_shape(header.shape, layout)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        table = None
+        if header.dtype == np.uint8 and target != np.uint8:
             table = conversion_table(target, normalize, mean, std)
-            decode_dtype = target
-        else:
-            table = None
-            decode_dtype = header.dtype
         if out is not None:
             _check_out(out, shape, target, name)
-            if decode_dtype != target:
-                # Non-uint8 data converted to another dtype: decode, then cast into ``out``.
-                result = _aligned_empty(header.shape, decode_dtype)
-                _decode_payload(stream, header, result, None)
-                stream.finish()
-                out.reshape(header.shape)[...] = result
-                return out
             result = out
         else:
-            result = _aligned_empty(shape, decode_dtype)
-        with _prefaulting(result, trusted and out is None):
-            _decode_payload(stream, header, result, table)
-        stream.finish()
-    if result.dtype != target:
-        result = result.astype(target)
+            try:
+                result = _aligned_empty(shape, target)
+            except MemoryError:
+                raise MemoryError(
+                    f"{name}: cannot allocate {math.prod(shape) * target.itemsize} bytes of "
+                    f"{target.name} for what the {_describe(header)}"
+                ) from None
+        with _Prefaulter(result, enabled=out is None) as prefaulter:
+            reader.decode_into(result.reshape(-1), table, prefaulter.advance)
+        reader.finish()
     return result
 
 
@@ -674,11 +701,12 @@ def write_idx(dest, array, *, compress: bool | None = None):
 
 
 class IDXReader:
-    """Sequential access to an IDX payload, whole rows at a time, for callers that never hold it all.
+    """Sequential decoding of an IDX payload, for callers that want it in pieces or converted.
 
-    The header is parsed and bounds-checked on opening; :meth:`read_rows` then decodes the next rows
-    (native byte order, stored dtype) into a caller-owned buffer and :meth:`skip_rows` decodes and
-    drops them. :meth:`finish` checks, once every row has been read, that the input ends there.
+    The header is parsed and bounds-checked on opening. :meth:`decode_into` decodes the next values
+    into a caller's 1-D array, converting uint8 data through a table on the way; :meth:`read_rows`
+    and :meth:`skip_rows` work in whole rows of the stored dtype. :meth:`finish` checks, once every
+    row has been read, that the input ends there. :func:`read_idx` is this, start to finish.
 
     >>> import fastidx, numpy as np
     >>> blob = fastidx.write_idx(None, np.arange(6, dtype=np.uint8).reshape(3, 2))
@@ -703,42 +731,91 @@ class IDXReader:
             raise
         shape = self.header.shape
         self.rows = shape[0]
-        self.row_bytes = math.prod(shape[1:]) * self.header.dtype.itemsize
+        self.row_items = math.prod(shape[1:])
+        self.row_bytes = self.row_items * self.header.dtype.itemsize
         self.row = 0  # rows handed out so far
+        self._values = 0  # values handed out so far
         self._scratch = None
 
+    def decode_into(self, flat: np.ndarray, table=None, advance=None) -> None:
+        """Decode the next ``len(flat)`` values into the contiguous 1-D array ``flat``.
+
+        Without ``table``, ``flat`` has the stored dtype (bytes are swapped to native order) or
+        any other numeric dtype (values are cast a chunk at a time). With ``table`` (uint8 data
+        only, see :func:`conversion_table`) every byte ``v`` becomes ``table[v]``. ``advance(n)``,
+        if given, is told after each step that the first ``n`` bytes of ``flat`` are written.
+        """
+        stored = self.header.dtype
+        count = flat.shape[0]
+        try:
+            if table is not None:
+                self._decode_mapped(flat, table, advance)
+            elif flat.dtype == stored:
+                raw = flat.view(np.uint8)
+                for start in range(0, raw.shape[0], _DIRECT_CHUNK):
+                    part = raw[start : start + _DIRECT_CHUNK]
+                    self._stream.read_exact(part)
+                    if stored.itemsize > 1 and sys.byteorder == "little":
+                        _native.byteswap(part.view(_WORD[stored.itemsize]))
+                    if advance is not None:
+                        advance(start + part.shape[0])
+            else:
+                per = max(1, _MAP_CHUNK // stored.itemsize)
+                staging = np.empty(min(per, count), stored)
+                for start in range(0, count, per):
+                    part = staging[: min(per, count - start)]
+                    self._stream.read_exact(part.view(np.uint8))
+                    if stored.itemsize > 1 and sys.byteorder == "little":
+                        _native.byteswap(part.view(_WORD[stored.itemsize]))
+                    flat[start : start + part.shape[0]] = part
+                    if advance is not None:
+                        advance((start + part.shape[0]) * flat.dtype.itemsize)
+        except _EndOfInput:
+            got = self._stream.offset - self.header.nbytes
+            raise IDXTruncatedError(
+                self.name, f"{_describe(self.header)} but the stream ends after {got}"
+            ) from None
+        self._values += count
+        self.row = self._values // self.row_items if self.row_items else self.rows
+
+    def _decode_mapped(self, flat, table, advance) -> None:
+        if self.header.dtype != np.uint8:
+            raise ValueError(f"{self.name}: a conversion table applies to uint8 data only")
+        count = flat.shape[0]
+        staging = self._staging(min(_MAP_CHUNK, count))
+        for start in range(0, count, _MAP_CHUNK):
+            part = staging[: min(_MAP_CHUNK, count - start)]
+            self._stream.read_exact(part)
+            map_uint8(part, table, flat[start : start + part.shape[0]])
+            if advance is not None:
+                advance((start + part.shape[0]) * flat.dtype.itemsize)
+
+    def _staging(self, nbytes: int) -> np.ndarray:
+        if self._scratch is None or self._scratch.shape[0] < nbytes:
+            self._scratch = np.empty(max(1, nbytes), np.uint8)
+        return self._scratch
+
     def read_rows(self, dst: np.ndarray) -> None:
-        """Decode the next ``len(dst) // row_bytes`` rows into the uint8 array ``dst``."""
+        """Decode the next ``len(dst) // row_bytes`` rows (stored dtype, native order) into the
+        uint8 array ``dst``."""
         n = dst.shape[0] // self.row_bytes if self.row_bytes else 0
         if self.row + n > self.rows:
             raise ValueError(f"{self.name}: only {self.rows - self.row} rows left, asked for {n}")
-        try:
-            self._stream.read_exact(dst)
-        except _EndOfInput as end:
-            got = self.header.nbytes + self.row * self.row_bytes + end.got
-            raise IDXTruncatedError(
-                self.name,
-                f"{_describe(self.header)} but the stream ends after {got - self.header.nbytes}",
-            ) from None
-        if self.header.dtype.itemsize > 1 and sys.byteorder == "little":
-            _native.byteswap(dst.view(_WORD[self.header.dtype.itemsize]))
-        self.row += n
+        self.decode_into(dst[: n * self.row_bytes].view(self.header.dtype))
 
     def skip_rows(self, n: int) -> None:
         """Decode and drop the next ``n`` rows."""
-        if self._scratch is None:
-            self._scratch = np.empty(max(1, min(_MAP_CHUNK, self.rows * self.row_bytes)), np.uint8)
-        per = max(1, self._scratch.shape[0] // max(self.row_bytes, 1))
+        if self.row + n > self.rows:
+            raise ValueError(f"{self.name}: only {self.rows - self.row} rows left, asked for {n}")
+        per = max(1, _MAP_CHUNK // max(self.row_bytes, 1))
         while n > 0:
             k = min(n, per)
-            if k * self.row_bytes > self._scratch.shape[0]:
-                self._scratch = np.empty(k * self.row_bytes, np.uint8)
-            self.read_rows(self._scratch[: k * self.row_bytes])
+            self.read_rows(self._staging(k * self.row_bytes)[: k * self.row_bytes])
             n -= k
 
     def finish(self) -> None:
         """After the last row: check that the input ends there (and that gzip is complete)."""
-        if self.row != self.rows:
+        if self._values != math.prod(self.header.shape):
             raise ValueError(f"{self.name}: {self.rows - self.row} rows not read yet")
         self._stream.finish()
 

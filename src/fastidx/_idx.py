@@ -582,12 +582,14 @@ def read_idx(
         Scale uint8 data to [0, 1]: exactly ``x.astype(dtype) / dtype(255)``.
     mean, std : float, optional
         Standardize after scaling: exactly ``(x.astype(dtype) / dtype(255) - mean) / std`` computed
-        in ``dtype`` (without ``normalize``: ``(x.astype(dtype) - mean) / std``).
+        in ``dtype`` (without ``normalize``: ``(x.astype(dtype) - mean) / std``). ``mean`` and
+        ``std`` are converted to ``dtype`` first, as NumPy does with Python floats; a float64 NumPy
+        scalar would make NumPy itself compute in float64.
     layout : {None, "NHWC", "NCHW", "flat"}
         For (N, H, W) image files: as stored, (N, H, W, 1), (N, 1, H, W) or (N, H*W).
     out : numpy.ndarray, optional
         Decode into this array instead of allocating one; it must have the final shape and dtype,
-        be C-contiguous and writable.
+        be C-contiguous and writable. When decoding fails, ``out`` may have been partly written.
 
     Returns
     -------

@@ -289,7 +289,7 @@ def test_corrupt_manifest_is_ignored_and_rebuilt(fetch_env, server):
     server.add_dir("/mnist", MNIST_DIR)
     files = _fetch.fetch(local_spec(), mirrors=server.url)
     manifest = fetch_env / _fetch.MANIFEST_NAME
-    for junk in (b"", b"{not json", b"\xff\xfe", b"[1, 2]", b'{"version": 1, "files": 3}'):
+    for junk in (b"{not json\xff", b"[1, 2]", b'{"version": 1, "files": 3}'):
         manifest.write_bytes(junk)
         assert _fetch.fetch(local_spec(), mirrors=server.url, offline=True) == files
         assert set(json.loads(manifest.read_text())["files"]) == {f"mnist/{p.name}" for p in files.values()}

@@ -496,9 +496,11 @@ class _Progress:
 class _Retry(Exception):
     """A transient failure: try the same URL again after a back-off."""
 
-    def __init__(self, message: str, retry_after: float = 0.0):
+    def __init__(self, message: str, *, retry_after: float = 0.0, progressed: bool = False, validator=None):
         super().__init__(message)
         self.retry_after = retry_after
+        self.progressed = progressed  # new bytes arrived before the failure
+        self.validator = validator  # ETag or Last-Modified of the body being resumed
 
 
 class _MirrorFailed(Exception):
@@ -518,6 +520,8 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 
 def _classify(exc: BaseException) -> Exception:
     """Turn a network error into :class:`_Retry` or :class:`_MirrorFailed`."""
+    if isinstance(exc, http.client.HTTPException):  # IncompleteRead, BadStatusLine...
+        return _Retry(f"{type(exc).__name__}: {exc}")
     reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
     if isinstance(reason, str):
         return _MirrorFailed(reason)
@@ -789,76 +793,80 @@ class _Fetcher:
             return self._transfer_file(url, out, file)
         base = _env_seconds(ENV_RETRY_BASE, RETRY_BASE)
         timeout = _env_seconds(ENV_TIMEOUT, TIMEOUT) or None
-        cap = _size_cap(file)
         failures = attempts = 0
         validator = None
         while True:
             attempts += 1
-            offset = out.seek(0, os.SEEK_END)
-            request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
-            if offset:
-                request.add_header("Range", f"bytes={offset}-")
-                if validator:
-                    request.add_header("If-Range", validator)
-            before = offset
             try:
-                try:
-                    response = self._open(request, timeout)
-                except urllib.error.HTTPError as exc:
-                    with exc:
-                        if exc.code == 416 and offset:
-                            out.seek(0)
-                            out.truncate()
-                            raise _Retry("server refused to resume (416); starting again") from None
-                        if exc.code in _RETRY_STATUS:
-                            raise _Retry(f"HTTP {exc.code} {exc.reason}", _retry_after(exc.headers)) from None
-                        raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from None
-                with response:
-                    start = 0
-                    if response.status == 206 and offset:
-                        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-                        start = int(match.group(1)) if match else -1
-                        if start != offset:
-                            out.seek(0)
-                            out.truncate()
-                            raise _Retry(f"server resumed at byte {start}, not {offset}; starting again")
-                    elif response.status in (200, 203):
-                        if offset:
-                            log.info("%s ignored the Range request; starting again", url)
-                            out.seek(0)
-                            out.truncate()
-                    else:
-                        raise _MirrorFailed(f"unexpected HTTP status {response.status}")
-                    before = out.tell()
-                    if response.status != 206:
-                        validator = _validator(response.headers)
-                    length = _int_or_none(response.headers.get("Content-Length"))
-                    end = start + length if length is not None else None
-                    if end is not None and end > cap:
-                        raise _MirrorFailed(f"announced {end} bytes, far more than the file's size")
-                    bar = _Progress(file.name, end or file.size, self.progress, start)
-                    try:
-                        _copy(response, out, cap, bar)
-                    finally:
-                        bar.close()
-                    if end is not None and out.tell() < end:
-                        raise _Retry(f"connection closed after {out.tell()} of {end} bytes")
-                    return
-            except _Retry as exc:
-                problem: Exception = exc
-            except _MirrorFailed:
-                raise
+                self._attempt(url, out, file, timeout, validator)
+                return
+            except _Retry as problem:
+                validator = problem.validator or validator
+                # Failures in a row count; an attempt that brought new bytes starts the count again.
+                failures = 1 if problem.progressed else failures + 1
+                if failures >= MAX_FAILURES or attempts >= MAX_ATTEMPTS:
+                    raise _MirrorFailed(f"gave up after {attempts} attempts; last: {problem}") from None
+                delay = min(MAX_BACKOFF, base * 2 ** (failures - 1))
+                delay = max(delay / 2 + random.uniform(0, delay / 2), problem.retry_after)
+                log.info("%s: %s; retrying in %.2f s", url, problem, delay)
+                time.sleep(delay)
+
+    def _attempt(self, url: str, out, file: registry.FileSpec, timeout, validator) -> None:
+        """One request for the bytes ``out`` lacks (a Range request when it has some)."""
+        offset = out.seek(0, os.SEEK_END)
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
+        if offset:
+            request.add_header("Range", f"bytes={offset}-")
+            if validator:  # resume only if the file is still the same one
+                request.add_header("If-Range", validator)
+        try:
+            response = self._open(request, timeout)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                if exc.code == 416 and offset:
+                    out.seek(0)
+                    out.truncate()
+                    raise _Retry("the server refused to resume (416); starting again") from None
+                if exc.code in _RETRY_STATUS:
+                    raise _Retry(f"HTTP {exc.code} {exc.reason}", retry_after=_retry_after(exc.headers)) from None
+                raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise _classify(exc) from None
+        with response:
+            start = 0
+            if response.status == 206 and offset:
+                match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+                start = int(match.group(1)) if match else -1
+                if start != offset:
+                    out.seek(0)
+                    out.truncate()
+                    raise _Retry(f"the server resumed at byte {start}, not {offset}; starting again")
+            elif response.status == 200:
+                if offset:
+                    log.info("%s ignored the Range request; starting again", url)
+                    out.seek(0)
+                    out.truncate()
+                validator = _validator(response.headers)
+            else:
+                raise _MirrorFailed(f"unexpected HTTP status {response.status}")
+            length = _int_or_none(response.headers.get("Content-Length"))
+            end = start + length if length is not None else None
+            cap = _size_cap(file)
+            if end is not None and end > cap:
+                raise _MirrorFailed(f"announced {end} bytes, far more than the file's size")
+            bar = _Progress(file.name, end or file.size, self.progress, start)
+            try:
+                _copy(response, out, cap, bar)
             except (OSError, http.client.HTTPException) as exc:
-                problem = _classify(exc) if isinstance(exc, OSError) else _Retry(f"{type(exc).__name__}: {exc}")
-                if isinstance(problem, _MirrorFailed):
-                    raise problem from None
-            failures = 1 if out.tell() > before else failures + 1
-            if failures >= MAX_FAILURES or attempts >= MAX_ATTEMPTS:
-                raise _MirrorFailed(f"gave up after {attempts} attempts; last: {problem}")
-            delay = min(MAX_BACKOFF, base * 2 ** (failures - 1))
-            delay = max(delay / 2 + random.uniform(0, delay / 2), problem.retry_after)
-            log.info("%s: %s; retrying in %.2f s", url, problem, delay)
-            time.sleep(delay)
+                problem = _classify(exc)
+                if isinstance(problem, _Retry):
+                    problem.progressed, problem.validator = bar.done > start, validator
+                raise problem from None
+            finally:
+                bar.close()
+            if end is not None and out.tell() < end:
+                raise _Retry(f"connection closed after {out.tell()} of {end} bytes", progressed=bar.done > start,
+                             validator=validator)
 
     def _transfer_file(self, url: str, out, file: registry.FileSpec) -> None:
         path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)

@@ -217,9 +217,22 @@ def run_time(spec: dict, mods, import_ms: float) -> dict:
     }
 
 
+def fastidx_threads():
+    """The size of fastidx's frame-decoding thread pool in this process, where it can be seen."""
+    try:
+        from fastidx import _cache
+
+        return _cache._threads()
+    except (ImportError, AttributeError):
+        return None
+
+
 def main() -> None:
     global t_import_start
     spec = json.loads(sys.argv[1])
+    if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
+        # Before any import: thread pools size themselves from the affinity mask.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: spec["cpus"]])
     t_import_start = time.perf_counter()
     mods = _cases.import_tool(spec["tool"])
     import_ms = (time.perf_counter() - t_import_start) * 1e3
@@ -228,6 +241,10 @@ def main() -> None:
         out["versions"] = versions(spec["tool"], mods)
     else:
         out = run_time(spec, mods, import_ms)
+        if spec["tool"] == "fastidx":
+            out["fastidx_threads"] = fastidx_threads()
+        if hasattr(os, "sched_getaffinity"):
+            out["cpus"] = len(os.sched_getaffinity(0))
     sys.stdout.write(MARK + json.dumps(out) + "\n")
     sys.stdout.flush()
 

@@ -6,6 +6,7 @@
 
 from ._errors import (
     CacheDirError,
+    CacheWarning,
     ChecksumError,
     DatasetNotFoundError,
     DownloadError,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CacheDirError",
+    "CacheWarning",
     "ChecksumError",
     "DatasetNotFoundError",
     "DownloadError",

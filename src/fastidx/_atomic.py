@@ -4,16 +4,31 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+
+def new_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a new, empty temporary file beside ``target``: ``(fd, path)``.
+
+    Named ``.<target name>.<random>.<suffix>`` so leftovers of a killed process can be found.
+    Unlike mkstemp's 0600 its mode follows the umask, so a cache shared between users stays
+    readable.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside ``path``; on success it is flushed, synced and renamed onto
     ``path``; on any error (KeyboardInterrupt included) it is removed and ``path`` is untouched."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = new_temp(Path(path))
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -64,7 +64,6 @@ import logging
 import os
 import random
 import re
-import secrets
 import socket
 import ssl
 import sys
@@ -81,7 +80,7 @@ from pathlib import Path
 import filelock
 
 from . import registry
-from ._atomic import atomic_write
+from ._atomic import atomic_write, new_temp
 from ._errors import (
     CacheDirError,
     CacheWarning,
@@ -735,7 +734,7 @@ class _Fetcher:
         failures: list[str] = []
         refused: list[str] = []
         for url in urls:
-            fd, tmp = _new_partial(target)
+            fd, tmp = new_temp(target, ".part")
             try:
                 with open(fd, "r+b") as out:
                     log.info("downloading %s", url)
@@ -940,7 +939,7 @@ class _Fetcher:
                 )
                 if member is None:
                     raise DatasetNotFoundError(f"{zip_path} has no member {file.name}")
-                fd, tmp = _new_partial(target)
+                fd, tmp = new_temp(target, ".part")
                 try:
                     digest = hashlib.sha256()
                     with open(fd, "wb") as out, archive.open(member) as src:
@@ -1025,17 +1024,6 @@ def _inside(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _new_partial(target: Path) -> tuple[int, Path]:
-    """A new temporary file beside ``target``. Unlike mkstemp's 0600, its mode follows the umask,
-    so a cache shared between users stays readable."""
-    while True:
-        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}.part")
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
-        except FileExistsError:
-            continue
 
 
 def _remove_partials(target: Path) -> None:

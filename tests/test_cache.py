@@ -191,6 +191,22 @@ def test_an_in_place_rewrite_of_the_same_size_is_detected(data, tmp_path):
     assert_same(x[1:], arrays["train_images"][1:])
 
 
+def test_a_rewrite_within_one_timestamp_tick_is_detected(data, tmp_path, monkeypatch):
+    """A rewrite can leave every stat field as it was (same inode and size, mtime and ctime within
+    one clock tick): a stat record taken less than 2 s after the file's last change is not trusted."""
+    directory, arrays = data
+    cache_dir = tmp_path / "c"
+    name = directory / "train-images-idx3-ubyte.gz"
+    mnist.load("train", directory, cache_dir=cache_dir)
+    frozen = _cache._identity(name)
+    monkeypatch.setattr(_cache, "_identity", lambda path: frozen if path == name else
+                        [0, 0, 0, 0, 0])
+    new = arrays["train_images"][::-1].copy()
+    fastidx.write_idx(name, new)
+    x, _ = mnist.load("train", directory, cache_dir=cache_dir)
+    assert_same(x, new)
+
+
 def test_entries_are_shared_by_identical_files_and_keyed_by_content(tmp_path, small_frames):
     a = write_dataset(tmp_path / "a", seed=1)
     write_dataset(tmp_path / "b", seed=1)

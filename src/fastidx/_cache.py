@@ -127,10 +127,15 @@ def conversion(stored: np.dtype, dtype, normalize, mean, std):
 # Source identity: the SHA-256 of the source file, remembered per path while the file is unchanged.
 
 
+def _identity(path) -> list[int]:
+    """What changes when a file is rewritten: device, inode, size, mtime and ctime."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
 def source_digest(path: Path, directory: Path) -> str:
     """SHA-256 of ``path``'s bytes; a stat index in ``directory/sources`` avoids re-hashing."""
-    st = os.stat(path)
-    ident = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    ident = _identity(path)
     real = os.path.realpath(path)
     record = directory / "sources" / (hashlib.sha256(os.fsencode(real)).hexdigest()[:32] + ".json")
     try:
@@ -138,7 +143,7 @@ def source_digest(path: Path, directory: Path) -> str:
         if (
             known["path"] == real
             and known["stat"] == ident
-            and known["hashed_ns"] - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_NS
+            and known["hashed_ns"] - max(ident[3], ident[4]) > _RACY_NS
         ):
             return known["sha256"]
     except (OSError, ValueError, KeyError, TypeError):

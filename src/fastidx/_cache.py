@@ -49,6 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import zstandard
 
 from . import _idx
 from ._atomic import atomic_write
@@ -358,8 +359,6 @@ def _pool(name: str, workers: int) -> ThreadPoolExecutor:
 
 def _thread_state(nbytes: int):
     """This thread's zstd decompressor (they are not thread-safe) and a staging buffer."""
-    import zstandard
-
     state = getattr(_local, "state", None)
     if state is None:
         state = _local.state = [zstandard.ZstdDecompressor(), np.empty(0, np.uint8)]
@@ -369,8 +368,6 @@ def _thread_state(nbytes: int):
 
 
 def _decompress_into(dctx, frame, dst: np.ndarray) -> None:
-    import zstandard
-
     want = dst.shape[0]
     view = memoryview(dst)
     got = 0
@@ -500,8 +497,6 @@ class _FramesWriter:
     """Compresses chunks of whole rows as independent zstd frames into an open temporary file."""
 
     def __init__(self, f, header: _idx.Header, meta: dict, rows_per: int):
-        import zstandard
-
         self.f = f
         self.meta = meta
         self.rows_per = rows_per

@@ -1,12 +1,14 @@
 """Time fastidx's repeated-load features on the real MNIST files, each load in a fresh process.
 
-    python bench/profile_loads.py [--runs 7] [--data DIR]
+    python bench/profile_loads.py [--runs 7] [--data DIR] [--cases ...] [--breakdown]
 
 Every case runs ``--runs`` times, the cases interleaved (so that machine noise hits them alike), each
 run in a new interpreter that imports numpy and fastidx first and then times one call. Printed:
 the median and the fastest time, and the peak RSS above the interpreter+numpy baseline
 (``ru_maxrss`` after the call minus before it) against the bytes the call returns.
-The decoded-array cache lives in a temporary directory, warmed before the cached cases run.
+The decoded-array cache lives in a temporary directory, warmed before the cached cases run
+(``first_float32`` starts from an empty one every run: parse, convert and write the cache).
+``--breakdown`` splits one cached float32 load of train into its parts, on one thread (CPU time).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ CASES = {
     "fill_uint8": "floor: np.empty + fill of the uint8 outputs",
     "fill_float32": "floor: np.empty + fill of the float32 outputs",
     "cold_float32": "load_data(cache=False, normalize=True)",
+    "first_float32": "load_data(normalize=True) into an empty cache",
     "cached_uint8": "load_data() from the cache",
     "cached_float32": "load_data(normalize=True) from the cache",
     "mmap_uint8": "load_data(mmap=True)",
@@ -80,6 +83,8 @@ def child(case: str, data: str, cache_dir: str) -> None:
         out = mnist.load("train" if case == "train_full" else "train[:6000]", data,
                          cache_dir=cache_dir)
     else:
+        if case.startswith("first"):
+            cache_dir = tempfile.mkdtemp(prefix="fastidx-first-")
         options = {"cache": False} if case.startswith("cold") else {"cache_dir": cache_dir}
         if case.endswith("float32"):
             options["normalize"] = True
@@ -89,8 +94,74 @@ def child(case: str, data: str, cache_dir: str) -> None:
         out = [*train, *test]
     elapsed = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if case.startswith("first"):
+        import shutil
+
+        shutil.rmtree(cache_dir)
     returned = returned or sum(a.nbytes for a in out)
     print(json.dumps({"s": elapsed, "base": base, "peak": peak, "returned": returned}))
+
+
+def breakdown(data: str) -> None:
+    """One thread, CPU time, best of 5: where a cached float32 load of train spends its time."""
+    import time
+
+    import numpy as np
+
+    from fastidx import _cache, _idx
+    from fastidx.datasets import mnist
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        mnist.load("train", data, cache_dir=cache_dir)
+        source = _cache.Source(Path(data) / FILES[0][0], upright=False, cache_dir=cache_dir)
+        frames = source.open_frames()
+        table = _idx.conversion_table(np.float32, True)
+        n = frames.header.rows * frames.header.row_bytes
+        staging_out = np.empty(frames.rows_per * frames.header.row_bytes, np.float32)
+
+        def best(step, fresh=False):
+            times = []
+            for _ in range(5):
+                out = np.empty(n, np.float32) if fresh else None
+                t = time.process_time()
+                step(out)
+                times.append(time.process_time() - t)
+                del out
+            return min(times) * 1e3
+
+        def decode(_):
+            for i in range(len(frames.sizes)):
+                frames.decode(i)
+
+        chunks = [frames.decode(i).copy() for i in range(len(frames.sizes))]
+
+        def map_hot(_):
+            for c in chunks:
+                _idx.map_uint8(c, table, staging_out[: c.shape[0]])
+
+        def map_fresh(out):
+            pos = 0
+            for c in chunks:
+                _idx.map_uint8(c, table, out[pos : pos + c.shape[0]])
+                pos += c.shape[0]
+
+        def fill(out):
+            out.fill(1)
+
+        def full(_):
+            _cache._threads = lambda: 1
+            mnist.load("train", data, cache_dir=cache_dir, normalize=True)
+
+        parts = {
+            "zstd decode, into a reused 1 MiB buffer": best(decode),
+            "uint8 -> float32 lookup, into a reused buffer": best(map_hot),
+            "lookup into fresh memory (+ page faults, DRAM writes)": best(map_fresh, True),
+            "floor: fill fresh memory (page faults + writes)": best(fill, True),
+            "whole load('train', normalize=True), one thread": best(full),
+        }
+        frames.close()
+    for what, ms in parts.items():
+        print(f"{ms:8.1f} ms  {what}")
 
 
 def main() -> None:
@@ -98,11 +169,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.data, args.cache_dir)
+        return
+    if args.breakdown:
+        breakdown(args.data)
         return
 
     with tempfile.TemporaryDirectory(prefix="fastidx-profile-") as cache_dir:
@@ -145,6 +220,7 @@ def main() -> None:
     print("cached_float32 / fill_float32  =", ratio("cached_float32", "fill_float32"), "(goal <= 1.5)")
     print("keras_uint8 / cached_uint8     =", ratio("keras_uint8", "cached_uint8"), "(goal >= 5)")
     print("keras_float32 / cold_float32   =", ratio("keras_float32", "cold_float32"), "(goal >= 2)")
+    print("keras_float32 / first_float32  =", ratio("keras_float32", "first_float32"))
     print("train_6000 / train_full        =", ratio("train_6000", "train_full"), "(goal < 0.33)")
 
 

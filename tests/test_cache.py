@@ -207,6 +207,26 @@ def test_a_rewrite_within_one_timestamp_tick_is_detected(data, tmp_path, monkeyp
     assert_same(x, new)
 
 
+def test_a_source_changing_during_the_first_load_is_not_cached(data, tmp_path, monkeypatch):
+    directory, arrays = data
+    name = directory / "train-images-idx3-ubyte.gz"
+    real = _cache._identity
+    calls = []
+
+    def drifting(path):  # the file's identity changes after it was hashed
+        ident = real(path)
+        if path != name:
+            return ident
+        calls.append(path)
+        return ident if len(calls) == 1 else ident[:3] + [ident[3] + 1, ident[4]]
+
+    monkeypatch.setattr(_cache, "_identity", drifting)
+    with pytest.warns(CacheWarning, match="changed while it was being read"):
+        x, _ = mnist.load("train", directory, cache_dir=tmp_path / "c")
+    assert_same(x, arrays["train_images"])
+    assert len(list((tmp_path / "c" / "decoded").glob("*.fidx"))) == 1  # the labels only
+
+
 def test_entries_are_shared_by_identical_files_and_keyed_by_content(tmp_path, small_frames):
     a = write_dataset(tmp_path / "a", seed=1)
     write_dataset(tmp_path / "b", seed=1)

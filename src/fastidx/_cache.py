@@ -88,6 +88,13 @@ class CorruptEntry(Exception):
     """Internal: a cache file failed a check; ``str()`` says which."""
 
 
+class _SourceChanged(Exception):
+    """Internal: the source changed during a build (``out`` is what was decoded)."""
+
+    def __init__(self, out):
+        self.out = out
+
+
 # ---------------------------------------------------------------------------------------------
 # Where things are.
 
@@ -134,8 +141,9 @@ def _identity(path) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def source_digest(path: Path, directory: Path) -> str:
-    """SHA-256 of ``path``'s bytes; a stat index in ``directory/sources`` avoids re-hashing."""
+def source_digest(path: Path, directory: Path) -> tuple[str, list[int]]:
+    """SHA-256 of ``path``'s bytes and the file's identity (:func:`_identity`) when it was taken;
+    a stat index in ``directory/sources`` avoids re-hashing an unchanged file."""
     ident = _identity(path)
     real = os.path.realpath(path)
     record = directory / "sources" / (hashlib.sha256(os.fsencode(real)).hexdigest()[:32] + ".json")
@@ -146,7 +154,7 @@ def source_digest(path: Path, directory: Path) -> str:
             and known["stat"] == ident
             and known["hashed_ns"] - max(ident[3], ident[4]) > _RACY_NS
         ):
-            return known["sha256"]
+            return known["sha256"], ident
     except (OSError, ValueError, KeyError, TypeError):
         pass
     hashed_ns = time.time_ns()
@@ -157,7 +165,7 @@ def source_digest(path: Path, directory: Path) -> str:
         with atomic_write(record) as f:
             f.write(json.dumps({"path": real, "stat": ident, "hashed_ns": hashed_ns,
                                 "sha256": digest}).encode())
-    return digest
+    return digest, ident
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,11 +662,12 @@ class Source:
         self.dataset = dataset
         self.directory = decoded_dir(cache_dir)
         self._digest = None
+        self._identity = None
 
     @property
     def digest(self) -> str:
         if self._digest is None:
-            self._digest = source_digest(self.path, self.directory)
+            self._digest, self._identity = source_digest(self.path, self.directory)
         return self._digest
 
     @property
@@ -682,9 +691,18 @@ class Source:
                                                          self.path, self.dataset),
                                  rows_per_frame(header.shape, header.dtype))
 
-        with atomic_write(path) as f:
-            return stream_source(self.path, upright=self.upright, make_output=make_output,
-                                 writer_for=writer_for)
+        try:
+            with atomic_write(path) as f:
+                out = stream_source(self.path, upright=self.upright, make_output=make_output,
+                                    writer_for=writer_for)
+                if _identity(self.path) != self._identity:
+                    raise _SourceChanged(out)
+        except _SourceChanged as changed:
+            # Rewritten since it was hashed: what was decoded may not be what the key names.
+            warnings.warn(f"{self.path} changed while it was being read; not caching it",
+                          CacheWarning, stacklevel=5)
+            return changed.out
+        return out
 
     def ensure_frames(self) -> Frames | None:
         """Open the frames entry, building it first if needed; None when the cache is unusable."""

@@ -53,7 +53,7 @@ import zstandard
 
 from . import _idx
 from ._atomic import atomic_write
-from ._errors import CacheDirError, FastIDXError
+from ._errors import CacheDirError, CacheWarning, FastIDXError
 
 FORMAT_VERSION = 1
 MAGIC = b"FIDXCACH"
@@ -74,10 +74,6 @@ _HUGE_MIN = 1 << 62
 _RACY_NS = 2_000_000_000
 _LOCK_TIMEOUT = 600.0
 VARIANTS = ("stored", "upright")
-
-
-class CacheWarning(UserWarning):
-    """A cache file was damaged, stale or unusable; fastidx fell back to the source."""
 
 
 class MemoryLimitError(FastIDXError, MemoryError, ValueError):

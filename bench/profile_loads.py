@@ -4,7 +4,7 @@
 
 Every case runs ``--runs`` times, the cases interleaved (so that machine noise hits them alike), each
 run in a new interpreter that imports numpy and fastidx first and then times one call. Printed:
-the median and the fastest time, and the peak RSS above the interpreter+numpy baseline
+the median and the fastest time, the median CPU time (all threads), and the peak RSS above the interpreter+numpy baseline
 (``ru_maxrss`` after the call minus before it) against the bytes the call returns.
 The decoded-array cache lives in a temporary directory, warmed before the cached cases run
 (``first_float32`` starts from an empty one every run: parse, convert and write the cache).
@@ -55,6 +55,7 @@ def child(case: str, data: str, cache_dir: str) -> None:
 
     sizes = [60000 * 784, 60000, 10000 * 784, 10000]
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    cpu = time.process_time()
     t = time.perf_counter()
     returned = 0
     if case.startswith("keras"):
@@ -93,13 +94,14 @@ def child(case: str, data: str, cache_dir: str) -> None:
         train, test = mnist.load_data(data, **options)
         out = [*train, *test]
     elapsed = time.perf_counter() - t
+    cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if case.startswith("first"):
         import shutil
 
         shutil.rmtree(cache_dir)
     returned = returned or sum(a.nbytes for a in out)
-    print(json.dumps({"s": elapsed, "base": base, "peak": peak, "returned": returned}))
+    print(json.dumps({"s": elapsed, "cpu": cpu, "base": base, "peak": peak, "returned": returned}))
 
 
 def breakdown(data: str) -> None:
@@ -130,10 +132,10 @@ def breakdown(data: str) -> None:
             return min(times) * 1e3
 
         def decode(_):
-            for i in range(len(frames.sizes)):
+            for i in range(len(frames.table)):
                 frames.decode(i)
 
-        chunks = [frames.decode(i).copy() for i in range(len(frames.sizes))]
+        chunks = [frames.decode(i).copy() for i in range(len(frames.table))]
 
         def map_hot(_):
             for c in chunks:
@@ -200,13 +202,14 @@ def main() -> None:
     def median(case):
         return statistics.median(r["s"] for r in results[case]) * 1e3
 
-    print(f"{'case':<16}{'median ms':>10}{'min ms':>9}{'peak-base MB':>14}{'base MB':>9}"
+    print(f"{'case':<16}{'median ms':>10}{'min ms':>9}{'cpu ms':>8}{'peak-base MB':>14}{'base MB':>9}"
           f"{'returned MB':>13}{'ratio':>7}  what")
     for case in args.cases:
         rs = results[case]
         extra = statistics.median((r["peak"] - r["base"]) for r in rs)
         returned = rs[0]["returned"]
-        print(f"{case:<16}{median(case):>10.1f}{min(r['s'] for r in rs) * 1e3:>9.1f}"
+        cpu = statistics.median(r["cpu"] for r in rs) * 1e3
+        print(f"{case:<16}{median(case):>10.1f}{min(r['s'] for r in rs) * 1e3:>9.1f}{cpu:>8.1f}"
               f"{extra / 2**20:>14.1f}{rs[0]['base'] / 2**20:>9.1f}{returned / 2**20:>13.1f}"
               f"{extra / returned:>7.2f}  {CASES[case]}")
 

@@ -282,7 +282,7 @@ def _swap_frames(path):
     """Two frames exchanged: each is intact, but the rows would land in the wrong place."""
     data = bytearray(path.read_bytes())
     header = _cache.read_header(os.open(path, os.O_RDONLY), len(data))
-    (c0, _, _), (c1, _, _) = header.meta["frames"][:2]
+    (_, c0, _, _), (_, c1, _, _) = header.meta["frames"][:2]
     start = header.data_offset
     first, second = data[start : start + c0], data[start + c0 : start + c0 + c1]
     data[start : start + c0 + c1] = second + first

@@ -18,8 +18,8 @@ Every file starts with a 32-byte fixed header, little-endian::
     | u32 CRC-32 of meta | u64 data offset
 
 then ``meta``, a JSON object (shape, stored dtype, source hash, variant, and for frames the list of
-``[compressed size, decoded size, checksum]`` of each frame; the frames follow one another from the
-data offset). Each frame holds ``rows_per_frame`` whole rows (about :data:`FRAME_BYTES`) and carries
+``[offset, compressed size, decoded size, checksum]`` of each frame; the frames follow one another
+from the data offset). Each frame holds ``rows_per_frame`` whole rows (about :data:`FRAME_BYTES`) and carries
 its decoded size and a content checksum (the low 32 bits of XXH64) that libzstd verifies on
 decompression; the table holds that checksum too, so a frame found in the wrong place is caught. Raw files start their
 data on a 4096-byte boundary and store a CRC-32 of the payload, checked by :func:`verify_file`
@@ -223,11 +223,14 @@ def read_header(fd: int, file_size: int) -> Header:
             raise CorruptEntry("header lacks its frame table")
         if len(frames) != max(1, -(-header.rows // rows_per)):
             raise CorruptEntry("frame table does not cover the rows")
+        end = data_offset
         try:
-            for i, (_, dsize, _) in enumerate(frames):
+            for i, (offset, csize, dsize, _) in enumerate(frames):
+                if offset != end:
+                    raise CorruptEntry(f"frame {i} is listed at byte {offset}, expected {end}")
                 if dsize != (min(header.rows, (i + 1) * rows_per) - i * rows_per) * header.row_bytes:
                     raise CorruptEntry(f"frame {i} claims {dsize} decoded bytes")
-            end = data_offset + sum(csize for csize, _, _ in frames)
+                end += csize
         except (TypeError, ValueError):
             raise CorruptEntry("unreadable frame table") from None
         if end != file_size:
@@ -400,12 +403,7 @@ class Frames:
         self.path = path
         self.header = header
         self.rows_per = header.meta["rows_per_frame"]
-        self.sizes = header.meta["frames"]
-        self.offsets = []
-        pos = header.data_offset
-        for csize, _, _ in self.sizes:
-            self.offsets.append(pos)
-            pos += csize
+        self.table = header.meta["frames"]
         try:
             size = header.file_size
             self._map = _mmap.mmap(fd, size, access=_mmap.ACCESS_READ) if size else None
@@ -430,15 +428,15 @@ class Frames:
         return first, min(first + self.rows_per, self.header.rows)
 
     def frame_bytes(self, i: int) -> memoryview:
-        csize, _, checksum = self.sizes[i]
-        frame = memoryview(self._map)[self.offsets[i] : self.offsets[i] + csize]
+        offset, csize, _, checksum = self.table[i]
+        frame = memoryview(self._map)[offset : offset + csize]
         if int.from_bytes(frame[-4:], "little") != checksum:
             raise CorruptEntry(f"frame {i} is not the frame the table lists")
         return frame
 
     def decode(self, i: int, dst: np.ndarray | None = None) -> np.ndarray:
         """Frame ``i``'s rows as uint8 bytes (in ``dst`` or this thread's staging buffer)."""
-        dsize = self.sizes[i][1]
+        dsize = self.table[i][2]
         frame = self.frame_bytes(i)
         if dst is None:
             dctx, staging = _thread_state(dsize)
@@ -501,9 +499,10 @@ class _FramesWriter:
         n_frames = max(1, -(-header.shape[0] // rows_per))
         # The header goes at the front once the frame sizes are known: reserve room for it.
         blob = json.dumps(dict(meta, frames=[]), separators=(",", ":"))
-        reserve = _FIXED.size + len(blob) + 60 * n_frames + 64
+        reserve = _FIXED.size + len(blob) + 80 * n_frames + 64
         self.data_offset = -(-reserve // 64) * 64
         self.frames: list[list[int]] = []
+        self._end = self.data_offset
         self._zc = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True,
                                             write_content_size=True)
         f.seek(self.data_offset)
@@ -511,7 +510,9 @@ class _FramesWriter:
     def add(self, chunk: np.ndarray) -> None:
         frame = self._zc.compress(memoryview(chunk))
         self.f.write(frame)
-        self.frames.append([len(frame), chunk.shape[0], int.from_bytes(frame[-4:], "little")])
+        checksum = int.from_bytes(frame[-4:], "little")
+        self.frames.append([self._end, len(frame), chunk.shape[0], checksum])
+        self._end += len(frame)
 
     def close(self) -> None:
         if not self.frames:  # an array with no rows still gets its one (empty) frame
@@ -788,7 +789,7 @@ def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str) -> No
     crc = 0
     staging = None
     f.seek(_RAW_ALIGN)
-    for i in range(len(frames.sizes)):
+    for i in range(len(frames.table)):
         chunk = frames.decode(i)
         if table is not None:
             if staging is None or staging.shape[0] < chunk.shape[0]:
@@ -838,7 +839,7 @@ def verify_file(path: Path) -> str | None:
     if header.kind == KIND_FRAMES:
         frames = Frames(path, fd, header)
         try:
-            for i in range(len(frames.sizes)):
+            for i in range(len(frames.table)):
                 frames.decode(i)
         except CorruptEntry as exc:
             return str(exc)

@@ -155,7 +155,7 @@ def breakdown(data: str) -> None:
             mnist.load("train", data, cache_dir=cache_dir, normalize=True)
 
         parts = {
-            "zstd decode, into a reused 1 MiB buffer": best(decode),
+            "zstd decode, into a reused frame-sized buffer": best(decode),
             "uint8 -> float32 lookup, into a reused buffer": best(map_hot),
             "lookup into fresh memory (+ page faults, DRAM writes)": best(map_fresh, True),
             "floor: fill fresh memory (page faults + writes)": best(fill, True),

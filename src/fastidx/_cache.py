@@ -195,9 +195,16 @@ def encode_header(kind: int, meta: dict, data_offset: int) -> bytes:
     return head + bytes(data_offset - len(head))
 
 
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # pragma: no cover - Windows
+    return os.read(fd, n)  # pragma: no cover
+
+
 def read_header(fd: int, file_size: int) -> Header:
     """Parse and check the header of an open cache file (raises :class:`CorruptEntry`)."""
-    fixed = os.pread(fd, _FIXED.size, 0)
+    fixed = _pread(fd, _FIXED.size, 0)
     if len(fixed) < _FIXED.size:
         raise CorruptEntry(f"file is {file_size} bytes, shorter than a cache header")
     magic, version, kind, meta_len, crc, data_offset = _FIXED.unpack(fixed)
@@ -209,7 +216,7 @@ def read_header(fd: int, file_size: int) -> Header:
         raise CorruptEntry(f"unknown cache file kind {kind}")
     if _FIXED.size + meta_len > min(data_offset, file_size):
         raise CorruptEntry("header is truncated")
-    blob = os.pread(fd, meta_len, _FIXED.size)
+    blob = _pread(fd, meta_len, _FIXED.size)
     if len(blob) != meta_len or zlib.crc32(blob) != crc:
         raise CorruptEntry("header checksum mismatch")
     try:
@@ -851,7 +858,7 @@ def verify_file(path: Path) -> str | None:
         crc = 0
         pos = header.data_offset
         while pos < header.file_size:
-            block = os.pread(fd, min(1 << 22, header.file_size - pos), pos)
+            block = _pread(fd, min(1 << 22, header.file_size - pos), pos)
             if not block:
                 return "file is shorter than its header says"
             crc = zlib.crc32(block, crc)

@@ -179,6 +179,39 @@ def run_verify(spec: dict, mods) -> dict:
     return {"cases": report}
 
 
+def collect(tool: str, mods, case: str, ctx: dict) -> list:
+    """The arrays of ``case`` (``iter_batches``: the batches concatenated)."""
+    xs, ys = [], []
+    result = _cases.run(tool, mods, case, ctx, lambda x, y: (xs.append(np.array(x)),
+                                                             ys.append(np.array(y))))
+    if case == "iter_batches":
+        return [np.concatenate(xs), np.concatenate(ys)]
+    return [np.asarray(a) for a in result]
+
+
+def run_diagnose(spec: dict) -> dict:
+    """Where the arrays of two contenders differ (run only after a failed verification)."""
+    ctx, case = spec["ctx"], spec["case"]
+    a_tool, b_tool = spec["tools"]
+    a = collect(a_tool, _cases.import_tool(a_tool), case, ctx)
+    b = collect(b_tool, _cases.import_tool(b_tool), case, ctx)
+    out = []
+    for i, (x, y) in enumerate(zip(a, b)):
+        entry = {"index": i, "shapes": [list(x.shape), list(y.shape)],
+                 "dtypes": [x.dtype.str, y.dtype.str]}
+        if x.shape == y.shape:
+            differ = x != y
+            entry["n_differ"] = int(differ.sum())
+            if entry["n_differ"]:
+                first = tuple(int(v) for v in np.argwhere(differ)[0])
+                entry["first_differ_at"] = list(first)
+                entry["values_there"] = [x[first].item(), y[first].item()]
+                entry["max_abs_diff"] = float(np.max(np.abs(x.astype(np.float64)
+                                                            - y.astype(np.float64))))
+        out.append(entry)
+    return {"arrays": out, "counts": [len(a), len(b)]}
+
+
 def run_time(spec: dict, mods, import_ms: float) -> dict:
     tool, case, ctx = spec["tool"], spec["case"], spec["ctx"]
     held = []
@@ -233,6 +266,9 @@ def main() -> None:
     if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
         # Before any import: thread pools size themselves from the affinity mask.
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: spec["cpus"]])
+    if spec["mode"] == "diagnose":
+        sys.stdout.write(MARK + json.dumps(run_diagnose(spec)) + "\n")
+        return
     t_import_start = time.perf_counter()
     mods = _cases.import_tool(spec["tool"])
     import_ms = (time.perf_counter() - t_import_start) * 1e3
@@ -256,10 +292,15 @@ def versions(tool: str, mods) -> dict:
 
         return {"tensorflow": tf.__version__, "keras": keras.__version__}
     if tool == "torchvision":
-        import torch
-        import torchvision
+        import importlib.metadata as md
 
-        return {"torch": torch.__version__, "torchvision": torchvision.__version__}
+        out = {}
+        for dist in ("torch", "torchvision"):
+            try:
+                out[dist] = md.version(dist)
+            except md.PackageNotFoundError:
+                out[dist] = None
+        return out
     return {}
 
 

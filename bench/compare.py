@@ -292,15 +292,47 @@ def make_workspace(ws: Path, data_dir: Path, reference, need_torchvision: bool) 
 # Verification.
 
 
+def array_name(case: str, i: int) -> str:
+    names = (("x", "y") if case == "subset_10pct" else ("x batches", "y batches")
+             if case == "iter_batches" else ("x_train", "y_train", "x_test", "y_test"))
+    return names[i] if i < len(names) else f"array {i}"
+
+
+def diagnose(tool: str, case: str, ctx: dict, env: dict) -> str:
+    """Where two contenders' arrays differ, found by loading both in one child."""
+    try:
+        res = run_child({"mode": "diagnose", "tools": [tool, REFERENCE_TOOL], "case": case,
+                         "ctx": ctx}, env)
+    except BenchError as exc:
+        return f" (diagnosis failed: {exc})"
+    parts = []
+    for entry in res["arrays"]:
+        name = array_name(case, entry["index"])
+        if entry["shapes"][0] != entry["shapes"][1] or entry["dtypes"][0] != entry["dtypes"][1]:
+            parts.append(f"{name}: shapes {entry['shapes']}, dtypes {entry['dtypes']}")
+        elif entry.get("n_differ"):
+            parts.append(
+                f"{name}: {entry['n_differ']} elements differ, first at {entry['first_differ_at']} "
+                f"({tool} {entry['values_there'][0]!r} vs {entry['values_there'][1]!r}), max |diff| "
+                f"{entry['max_abs_diff']:g}"
+            )
+    return " — " + "; ".join(parts) if parts else ""
+
+
 def verify(tools, cases, ctx, env) -> dict:
     """Run every contender's cases once (in one child per contender) and compare digests."""
-    reports = {}
+    reports, failures, unsupported, checked = {}, [], {}, []
     for tool in tools:
         t0 = time.perf_counter()
-        reports[tool] = run_child({"mode": "verify", "tool": tool, "cases": list(cases), "ctx": ctx},
-                                  env)
+        try:
+            reports[tool] = run_child(
+                {"mode": "verify", "tool": tool, "cases": list(cases), "ctx": ctx}, env
+            )
+        except BenchError as exc:
+            failures.append(f"{tool}: the verification run crashed: {exc}")
+            reports[tool] = {"cases": {c: {"status": "crashed"} for c in cases}}
+            continue
         print(f"  verified {tool:13s} in {time.perf_counter() - t0:5.1f} s", flush=True)
-    failures, unsupported, checked = [], {}, []
     ref = reports[REFERENCE_TOOL]["cases"]
     for case in cases:
         if ref[case]["status"] != "ok":
@@ -314,6 +346,8 @@ def verify(tools, cases, ctx, env) -> dict:
             if entry["status"] == "unsupported":
                 unsupported[(tool, case)] = entry["reason"]
                 continue
+            if entry["status"] == "crashed":
+                continue  # reported once above
             if entry["status"] != "ok":
                 failures.append(f"{tool} {case}: {entry['status']}: {entry.get('reason')}\n"
                                 f"{entry.get('traceback', '')}")
@@ -322,14 +356,17 @@ def verify(tools, cases, ctx, env) -> dict:
             if len(got) != len(ref_arrays):
                 failures.append(f"{tool} {case}: {len(got)} arrays, {REFERENCE_TOOL} {len(ref_arrays)}")
                 continue
+            differ = []
             for i, (a, b) in enumerate(zip(got, ref_arrays)):
                 key = ("shape", "dtype", "sha256")
                 if tuple(a[k] for k in key) != tuple(b[k] for k in key):
-                    failures.append(
-                        f"{tool} {case}: array {i} differs: shape {a['shape']} dtype {a['dtype']} "
-                        f"sha256 {a['sha256'][:16]}... vs {REFERENCE_TOOL} shape {b['shape']} dtype "
-                        f"{b['dtype']} sha256 {b['sha256'][:16]}..."
+                    differ.append(
+                        f"{array_name(case, i)} differs: shape {a['shape']} dtype {a['dtype']} "
+                        f"sha256 {a['sha256'][:12]}... vs {REFERENCE_TOOL} shape {b['shape']} "
+                        f"dtype {b['dtype']} sha256 {b['sha256'][:12]}..."
                     )
+            if differ:
+                failures.append(f"{tool} {case}: " + "; ".join(differ) + diagnose(tool, case, ctx, env))
             checked.append(f"{tool}:{case}")
     # The float32 reference really is astype("float32") / 255 of the uint8 arrays: both are digested
     # from numpy+gzip, and iter_batches' concatenated batches must equal the float32 training images.

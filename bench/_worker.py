@@ -142,7 +142,12 @@ def run_verify(spec: dict, mods) -> dict:
             for attempt in range(passes):
                 before = cache_files(ctx["cache_dir"]) if tool == "fastidx" else 0
                 xs, ys = Digest(), Digest()
-                result = _cases.run(tool, mods, case, ctx, lambda x, y: (xs.add(x), ys.add(y)))
+
+                def on_batch(x, y, xs=xs, ys=ys):
+                    xs.add(x)
+                    ys.add(y)
+
+                result = _cases.run(tool, mods, case, ctx, on_batch)
                 if case == "iter_batches":
                     arrays = [xs.result(), ys.result()]
                     entry["batches"] = xs.batches

@@ -129,11 +129,13 @@ def run_child(spec: dict, env: dict, timeout: float = 1200) -> dict:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"child timed out after {timeout} s: {spec['tool']} {spec.get('case')}")
+        raise BenchError(
+            f"child timed out after {timeout} s: {spec.get('tool')} {spec.get('case')}"
+        ) from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         raise BenchError(
-            f"child failed (exit {proc.returncode}) for {spec['tool']} "
+            f"child failed (exit {proc.returncode}) for {spec.get('tool', spec.get('tools'))} "
             f"{spec.get('case', spec.get('cases'))}:\n{proc.stderr[-4000:]}"
         )
     return json.loads(lines[-1][len(MARK):])
@@ -521,8 +523,8 @@ def timing_runs(cases, tools, avail, unsupported, ctx, env, profile) -> list[dic
                 )
             elif tool in TF_TOOLS and case not in profile["tf_cases"]:
                 plan[(case, tool)] = (
-                    f"not timed in this profile (TensorFlow imports take seconds per process); the "
-                    f"full run times it"
+                    "not timed in this profile (TensorFlow imports take seconds per process); the "
+                    "full run times it"
                 )
             else:
                 plan[(case, tool)] = profile["tf_repeats"] if tool in TF_TOOLS else profile["repeats"]
@@ -754,7 +756,7 @@ def markdown_report(doc) -> str:
         lines += [f"- {f}" for f in v["failures"]]
     lines += [
         "",
-        f"## Load time (ms): median of fresh processes, spread = interquartile range",
+        "## Load time (ms): median of fresh processes, spread = interquartile range",
         "",
         "The time of the load call inside a fresh process (interpreter start-up and imports excluded). "
         "`repeats` per cell are in the JSON.",

@@ -3,32 +3,32 @@
 Layout under ``cache_root(cache_dir) / "decoded"``::
 
     <sha256>.<variant>.fidx          decoded rows as independent zstd frames (always written)
-    <sha256>.<variant>.<conv>.raw    the same rows uncompressed, for ``mmap=True`` and shuffling
-    sources/<key>.json               stat-based index: path + (dev, inode, size, mtime, ctime) -> sha256
+    <sha256>.<variant>.<conv>.raw    the rows uncompressed, for ``mmap=True`` and shuffling
+    sources/<key>.json               stat index: path, (dev, inode, size, mtime, ctime) -> sha256
     locks/<entry>.lock               one builder at a time per entry, across processes
 
 ``<sha256>`` is the SHA-256 of the source file's bytes, so an entry never outlives a change of its
 source: a rewritten file hashes differently and gets a new entry. ``<variant>`` is ``stored`` (rows
-as the file stores them) or ``upright`` (EMNIST images transposed back). ``<conv>`` is ``u1`` for the
-stored uint8 values, or the output dtype and a hash of its 256-entry conversion table.
+as the file stores them) or ``upright`` (EMNIST images transposed back). ``<conv>`` is ``native``
+for the stored values, else ``x`` and a hash of the conversion options (dtype, normalize, mean, std).
 
 Every file starts with a 32-byte fixed header, little-endian::
 
     magic b"FIDXCACH" | u32 format version | u32 kind (1 frames, 2 raw) | u32 meta length
     | u32 CRC-32 of meta | u64 data offset
 
-then ``meta``, a JSON object (shape, stored dtype, source hash, variant, and for frames the list of
-``[offset, compressed size, decoded size, checksum]`` of each frame; the frames follow one another
-from the data offset). Each frame holds ``rows_per_frame`` whole rows (about :data:`FRAME_BYTES`) and carries
-its decoded size and a content checksum (the low 32 bits of XXH64) that libzstd verifies on
-decompression; the table holds that checksum too, so a frame found in the wrong place is caught. Raw files start their
-data on a 4096-byte boundary and store a CRC-32 of the payload, checked by :func:`verify_file`
-(``mmap=True`` checks only the header and the file size, so that a load stays well under a
-millisecond).
+then ``meta``, a JSON object: shape, stored dtype, source hash and name, dataset, variant; for frames
+``rows_per_frame`` and the table of ``[offset, compressed size, decoded size, checksum]`` of each
+frame. Each frame holds ``rows_per_frame`` whole rows (about :data:`FRAME_BYTES`) and carries its
+decoded size and a content checksum (the low 32 bits of XXH64) that libzstd verifies on
+decompression; the table repeats that checksum, so a frame found in the wrong place is caught.
+Raw files start their data on a 4096-byte boundary and keep a CRC-32 of the payload in ``meta``,
+checked by :func:`verify_file` (``mmap=True`` checks only the header and the file size, so that a
+load stays well under a millisecond).
 
 Files are written to a unique temporary name and renamed into place; a lock file serialises the
 builders of one entry, so concurrent processes build it once and nobody ever reads a torn file.
-An entry that fails any check is rebuilt from its source with a :class:`CacheWarning`.
+An entry that fails any check is rebuilt from its source with a :class:`fastidx.CacheWarning`.
 """
 
 from __future__ import annotations
@@ -322,7 +322,7 @@ class Output:
         self.flat = self.array.reshape(-1)
 
     def direct(self, row0: int, k: int):
-        """The output's bytes for rows ``[row0, row0 + k)`` when they can be decoded straight into it."""
+        """The output's bytes for rows ``[row0, row0 + k)``, when they can be decoded into it."""
         if self.identity and self.start <= row0 and row0 + k <= self.stop:
             a = (row0 - self.start) * self.row_items
             return self.flat[a : a + k * self.row_items].view(np.uint8)
@@ -534,8 +534,9 @@ def stream_source(source: Path, *, upright: bool, make_output=None, writer_for=N
     """Decode ``source`` once, a frame's worth of rows at a time.
 
     ``make_output(shape, dtype)`` returns the :class:`Output` to fill (or None): it is called with
-    the shape of the rows it will get (upright if asked) before anything large is allocated. ``writer_for(header)`` returns a
-    :class:`_FramesWriter` (or None) that receives every chunk. The inflating runs in this thread
+    the shape of the rows it will get (upright if asked) before anything large is allocated.
+    ``writer_for(header)`` returns a :class:`_FramesWriter` (or None) that receives every chunk.
+    The inflating runs in this thread
     while a worker thread transposes, converts, compresses and writes the previous chunk.
     """
     with _idx.IDXReader(source) as reader:

@@ -536,8 +536,8 @@ def stream_source(source: Path, *, upright: bool, make_output=None, writer_for=N
     ``make_output(shape, dtype)`` returns the :class:`Output` to fill (or None): it is called with
     the shape of the rows it will get (upright if asked) before anything large is allocated.
     ``writer_for(header)`` returns a :class:`_FramesWriter` (or None) that receives every chunk.
-    The inflating runs in this thread
-    while a worker thread transposes, converts, compresses and writes the previous chunk.
+    The inflating runs in this thread while a worker thread transposes, converts, compresses and
+    writes the previous chunk.
     """
     with _idx.IDXReader(source) as reader:
         header = reader.header

@@ -341,6 +341,22 @@ def test_verify_finds_a_flipped_payload_byte_that_mmap_does_not_check(data, tmp_
     assert_same(x, arrays["train_images"])
 
 
+@pytest.mark.parametrize("damage", [_flip_frame_byte, _swap_frames, _truncate, _wrong_version],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_verify_reports_damaged_frames(data, tmp_path, damage):
+    directory, _ = data
+    cache_dir = tmp_path / "c"
+    mnist.load_data(directory, cache_dir=cache_dir)
+    entry = _entry(cache_dir)
+    assert all(r.ok for r in cache.verify(cache_dir))
+    damage(entry)
+    results = cache.verify(cache_dir)
+    assert [r.path for r in results if not r.ok] == [entry]
+    assert len(results) == 4
+    assert entry.name not in {e.path.name for e in cache.list_entries(cache_dir)} or damage in (
+        _flip_frame_byte, _swap_frames)  # a damaged header hides the entry from the listing
+
+
 def test_a_broken_source_leaves_no_entry(tmp_path, small_frames):
     arrays = write_dataset(tmp_path / "d")
     path = tmp_path / "d" / "train-images-idx3-ubyte.gz"

@@ -184,6 +184,13 @@ def machine_info(argv) -> dict:
         ).stdout.strip())
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
+    thp = {}
+    for knob in ("enabled", "defrag"):
+        try:
+            text = Path(f"/sys/kernel/mm/transparent_hugepage/{knob}").read_text()
+            thp[knob] = text.split("[", 1)[1].split("]", 1)[0]
+        except (OSError, IndexError):
+            pass
     return {
         "cpu_model": cpu,
         "cores": os.cpu_count(),
@@ -200,6 +207,9 @@ def machine_info(argv) -> dict:
         "fastidx_git_commit": commit,
         "fastidx_sources_modified": dirty,
         "zlib": _native.ZLIB_VERSION,
+        # NumPy asks for transparent huge pages for large arrays: whether it gets them decides the
+        # cost of first touching the output (the floor), so it is part of the machine.
+        "transparent_hugepage": thp or None,
         "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in ["python", *argv]),
@@ -739,6 +749,7 @@ def markdown_report(doc) -> str:
         f"- fastidx {m['fastidx']} (git {m['fastidx_git_commit']}"
         f"{', sources modified' if m.get('fastidx_sources_modified') else ''}), zlib {m['zlib']}, "
         f"zstandard {m['zstandard']}",
+        f"- transparent huge pages: {fmt_thp(m.get('transparent_hugepage'))}",
         f"- {m['date_utc']}; load average {fmt_load(m.get('loadavg_start'))} at the start, "
         f"{fmt_load(m.get('loadavg_end'))} at the end (the machine is shared: medians of interleaved "
         f"fresh-process runs)",
@@ -862,6 +873,12 @@ def markdown_report(doc) -> str:
     lines += ["", "## What each contender does", ""]
     lines += [f"- **{k}**: {v}" for k, v in doc["notes"].items()]
     return "\n".join(lines) + "\n"
+
+
+def fmt_thp(thp):
+    if not thp:
+        return "unknown"
+    return ", ".join(f"{k} [{v}]" for k, v in thp.items())
 
 
 def fmt_load(values):

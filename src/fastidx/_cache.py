@@ -711,7 +711,7 @@ class Source:
             return frames
         if not _writable(self.directory):
             return None
-        with _build_lock(self.directory, path_name(self.entry_path)):
+        with _build_lock(self.directory, self.entry_path.name):
             frames = self.open_frames()
             if frames is None:
                 self._build()
@@ -725,7 +725,7 @@ class Source:
         if frames is None:
             if not _writable(self.directory):
                 return stream_source(self.path, upright=self.upright, make_output=make_output)
-            with _build_lock(self.directory, path_name(self.entry_path)):
+            with _build_lock(self.directory, self.entry_path.name):
                 frames = self.open_frames()
                 if frames is None:
                     return self._build(make_output)
@@ -739,7 +739,7 @@ class Source:
         finally:
             frames.close()
         _warn_rebuild(self.entry_path, reason)
-        with _build_lock(self.directory, path_name(self.entry_path)):
+        with _build_lock(self.directory, self.entry_path.name):
             return self._build(lambda shape, dtype: out)
 
     # -- uncompressed files ----------------------------------------------------------------
@@ -782,10 +782,6 @@ class Source:
         finally:
             frames.close()
         return opened
-
-
-def path_name(path: Path) -> str:
-    return path.name
 
 
 def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str) -> None:

@@ -173,15 +173,22 @@ def machine_info(argv) -> dict:
     import fastidx
     from fastidx import _native
 
+    # The commit of the fastidx being measured (the one imported, wherever it lives), and whether
+    # its sources differ from that commit.
+    package = Path(fastidx.__file__).resolve().parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            ["git", "-C", str(package), "rev-parse", "--short", "HEAD"],
             capture_output=True, text=True, timeout=10,
         ).stdout.strip() or None
-        dirty = bool(subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src", "native"],
+        top = subprocess.run(
+            ["git", "-C", str(package), "rev-parse", "--show-toplevel"],
             capture_output=True, text=True, timeout=10,
-        ).stdout.strip())
+        ).stdout.strip()
+        dirty = bool(subprocess.run(
+            ["git", "-C", top, "status", "--porcelain", "--", "src", "native"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()) if top else None
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     thp = {}
@@ -206,6 +213,7 @@ def machine_info(argv) -> dict:
         "fastidx": fastidx.__version__,
         "fastidx_git_commit": commit,
         "fastidx_sources_modified": dirty,
+        "fastidx_path": str(package),
         "zlib": _native.ZLIB_VERSION,
         # NumPy asks for transparent huge pages for large arrays: whether it gets them decides the
         # cost of first touching the output (the floor), so it is part of the machine.
@@ -747,7 +755,8 @@ def markdown_report(doc) -> str:
         f"- Python {m['python']}, NumPy {m['numpy']}, TensorFlow {m['tensorflow'] or 'not installed'}"
         f", Keras {m['keras'] or 'not installed'}, torchvision {m['torchvision'] or 'not installed'}",
         f"- fastidx {m['fastidx']} (git {m['fastidx_git_commit']}"
-        f"{', sources modified' if m.get('fastidx_sources_modified') else ''}), zlib {m['zlib']}, "
+        f"{', sources modified' if m.get('fastidx_sources_modified') else ''}"
+        f"{fmt_origin(m.get('fastidx_path'))}), zlib {m['zlib']}, "
         f"zstandard {m['zstandard']}",
         f"- transparent huge pages: {fmt_thp(m.get('transparent_hugepage'))}",
         f"- {m['date_utc']}; load average {fmt_load(m.get('loadavg_start'))} at the start, "
@@ -873,6 +882,13 @@ def markdown_report(doc) -> str:
     lines += ["", "## What each contender does", ""]
     lines += [f"- **{k}**: {v}" for k, v in doc["notes"].items()]
     return "\n".join(lines) + "\n"
+
+
+def fmt_origin(path) -> str:
+    """Where the measured fastidx came from, when it is not this repository's own src/."""
+    if not path or Path(path).resolve().is_relative_to((REPO / "src").resolve()):
+        return ""
+    return f"; imported from a clean checkout of that commit, {path}"
 
 
 def fmt_thp(thp):

@@ -279,7 +279,7 @@ class Dataset:
     ):
         """Yield ``(x, y)`` batches of a split (or slice) without ever holding all of it.
 
-        Each batch is a new array; in between, at most one zstd frame (about 2 MiB of decoded
+        Each batch is a new array; in between, at most one zstd frame (about 1 MiB of decoded
         rows) is held. ``shuffle=True`` visits the rows in the order of one global permutation,
         ``numpy.random.default_rng(seed).permutation(rows)``, gathering each batch's rows from the
         uncompressed cache file (written on first use; a temporary file when ``cache=False``),

@@ -16,6 +16,7 @@ from ._errors import (
     IDXHeaderError,
     IDXTrailingDataError,
     IDXTruncatedError,
+    MemoryLimitError,
 )
 from ._idx import read_header, read_idx, write_idx
 
@@ -33,7 +34,9 @@ __all__ = [
     "IDXHeaderError",
     "IDXTrailingDataError",
     "IDXTruncatedError",
+    "MemoryLimitError",
     "__version__",
+    "cache",
     "datasets",
     "read_header",
     "read_idx",
@@ -42,9 +45,10 @@ __all__ = [
 
 
 def __getattr__(name):
-    # ``fastidx.datasets`` is imported on first use so that ``import fastidx`` stays light.
-    if name == "datasets":
+    # ``fastidx.datasets`` and ``fastidx.cache`` are imported on first use so that
+    # ``import fastidx`` stays light.
+    if name in ("datasets", "cache"):
         import importlib
 
-        return importlib.import_module(".datasets", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'fastidx' has no attribute {name!r}")

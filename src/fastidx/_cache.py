@@ -53,7 +53,7 @@ import zstandard
 
 from . import _idx
 from ._atomic import atomic_write
-from ._errors import CacheDirError, CacheWarning, FastIDXError
+from ._errors import CacheDirError, CacheWarning, MemoryLimitError
 
 FORMAT_VERSION = 1
 MAGIC = b"FIDXCACH"
@@ -73,10 +73,6 @@ _RAW_ALIGN = 4096
 _RACY_NS = 2_000_000_000
 _LOCK_TIMEOUT = 600.0
 VARIANTS = ("stored", "upright")
-
-
-class MemoryLimitError(FastIDXError, MemoryError, ValueError):
-    """The requested arrays would exceed ``max_memory``; raised before anything is allocated."""
 
 
 class CorruptEntry(Exception):

@@ -74,3 +74,7 @@ def source_name(source) -> str:
 
 class CacheWarning(UserWarning):
     """A cached file was damaged or unusable: it was removed (or set aside) and will be fetched again."""
+
+
+class MemoryLimitError(FastIDXError, MemoryError, ValueError):
+    """The requested arrays would exceed ``max_memory``; raised before anything is allocated."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _cache
-from ._cache import CacheWarning, MemoryLimitError
+from ._errors import CacheWarning, MemoryLimitError
 
 __all__ = [
     "CacheEntry",

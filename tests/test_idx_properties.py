@@ -382,3 +382,14 @@ def test_concurrent_reads(tmp_path):
         results = list(pool.map(lambda job: fastidx.read_idx(job[0], **job[1]), jobs))
     for (_, _, expected), result in zip(jobs, results):
         assert result.dtype == expected.dtype and result.tobytes() == expected.tobytes()
+
+
+def test_write_idx_compresslevel_trades_size_for_speed_and_round_trips():
+    x = np.tile(np.arange(256, dtype=np.uint8), 400).reshape(100, 32, 32)
+    fast = fastidx.write_idx(None, x, compress=True, compresslevel=1)
+    small = fastidx.write_idx(None, x, compress=True, compresslevel=9)
+    assert len(small) < len(fast)
+    for blob_ in (fast, small):
+        assert np.array_equal(fastidx.read_idx(blob_), x)
+    with pytest.raises(ValueError, match="compresslevel"):
+        fastidx.write_idx(None, x, compress=True, compresslevel=10)

@@ -410,14 +410,26 @@ def test_demo_falls_back_quickly_when_the_network_is_down(tmp_path):
     assert time.monotonic() - started < 20
 
 
-def test_demo_uses_a_downloaded_mnist(mnist_server, tmp_path):
+def test_demo_downloads_mnist_from_a_mirror_then_uses_the_cache(mnist_server, fetch_env, tmp_path):
     env = dict(os.environ, FASTIDX_MIRROR=mnist_server.url)
     result = run("demo", "--out", tmp_path / "d.png", env=env)
     assert result.returncode == 0, result.stderr
-    assert "downloading it" in result.stderr
-    assert "data: MNIST from" in result.stdout
+    assert "MNIST is not downloaded; downloading it (11.6 MB)" in result.stderr
+    assert f"data: MNIST from {fetch_env / 'mnist'}" in result.stdout
     assert "x_train  (60000, 28, 28)  uint8" in result.stdout
     assert result.stdout.count("identical arrays") == 2
+    assert "mmap=True" in result.stdout
+
+    # The demo's loads went through the decoded-array cache; clearing it keeps the downloads.
+    listing = run("cache", "list").stdout
+    assert "decoded arrays in" in listing and "downloaded files in" in listing
+    assert "60000x28x28 uint8" in listing
+    assert "nothing to delete" in run("cache", "clear", "kmnist", "--yes").stdout
+    cleared = run("cache", "clear", "mnist", "--yes")
+    assert cleared.returncode == 0, cleared.stderr
+    assert "kept the downloaded files" in cleared.stdout
+    assert not list((fetch_env / "decoded").glob("*.fidx"))
+    assert (fetch_env / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 
 # --- bench ----------------------------------------------------------------------------------------
@@ -468,17 +480,3 @@ def test_cache_list_verify_clear(tmp_path, fetch_env):
     assert "deleted" in cleared.stdout
     assert not list((fetch_env / "decoded").glob("*.fidx"))
     assert run("cache", "list").stdout.startswith("nothing cached in")
-
-
-def test_cache_clear_one_dataset_keeps_downloads(mnist_server, fetch_env, tmp_path):
-    assert run("download", "mnist", "--mirror", mnist_server.url).returncode == 0
-    assert run("show", "mnist", "--out", tmp_path / "a.png").returncode == 0  # full MNIST now
-    listing = run("cache", "list").stdout
-    assert "decoded arrays in" in listing and "downloaded files in" in listing
-    assert "60000x28x28 uint8" in listing
-    assert "nothing to delete" in run("cache", "clear", "kmnist", "--yes").stdout
-    cleared = run("cache", "clear", "mnist", "--yes")
-    assert cleared.returncode == 0, cleared.stderr
-    assert "kept the downloaded files" in cleared.stdout
-    assert not list((fetch_env / "decoded").glob("*.fidx"))
-    assert (fetch_env / "mnist" / "train-images-idx3-ubyte.gz").is_file()

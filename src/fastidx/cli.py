@@ -22,14 +22,11 @@ import importlib.util
 import logging
 import math
 import os
-import subprocess
 import sys
 import textwrap
 import time
 import traceback
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "fastidx bench --quick", [cache_dir])
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--fastidx-only", action="store_true",
-                   help="the built-in timing only, even when bench/compare.py and its extras are there")
+                   help="the built-in timing only, even when bench/compare.py and its extras are there "
+                        "(run bench/compare.py --help for the full comparison's own options)")
 
     p = command("demo", cmd_demo, "load MNIST, compare load times with plain NumPy + gzip, write a sample grid",
                 "fastidx demo\nFASTIDX_OFFLINE=1 fastidx demo --out /tmp/digits.png", [cache_dir])
@@ -735,12 +733,20 @@ def cmd_bench(args) -> int:
     script = _compare_script()
     missing = [name for name in BENCH_EXTRAS if importlib.util.find_spec(name) is None]
     if script is not None and not missing and not args.fastidx_only:
+        import subprocess
+
         command = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
+        files = _cached("mnist", args.cache_dir)
+        if files is not None and "npz" not in files and len({p.parent for p in files.values()}) == 1:
+            command += ["--data-dir", str(files["train_images"].parent)]
+        else:
+            from .datasets import SAMPLE_DIR
+
+            _note("MNIST is not downloaded, so the comparison runs on the 1,200-image sample shipped inside "
+                  "fastidx ('fastidx download mnist' for meaningful numbers)")
+            command += ["--data-dir", str(SAMPLE_DIR)]
         print(f"running {' '.join(command)}", flush=True)
-        env = dict(os.environ)
-        if args.cache_dir is not None:
-            env["FASTIDX_HOME"] = str(args.cache_dir)
-        return subprocess.call(command, env=env)
+        return subprocess.call(command)
 
     from .datasets import Dataset
 
@@ -765,6 +771,9 @@ def cmd_bench(args) -> int:
 
 def _reachable(url: str) -> str | None:
     """None if ``url``'s server answers within PROBE_TIMEOUT (any HTTP status), else why not."""
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": f"fastidx/{__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT):

@@ -239,13 +239,16 @@ def image_grid(
     cell_w = max(w * scale, label_width) + 2 * pad
     cell_h = h * scale + text_scale * (GLYPH_HEIGHT + 2) + 2 * pad
     title_h = text_scale * (GLYPH_HEIGHT + 4) if title else 0
-    canvas = np.full((title_h + rows * cell_h, columns * cell_w), BACKGROUND, dtype=np.uint8)
+    title_w = (len(title) * ADVANCE - 1) * text_scale + 2 * pad if title else 0
+    # A grid narrower than its title is centred on a canvas wide enough for it.
+    offset = max(0, title_w - columns * cell_w) // 2
+    canvas = np.full((title_h + rows * cell_h, max(columns * cell_w, title_w)), BACKGROUND, dtype=np.uint8)
     if title:
         _paste_text(canvas, title, 2 * text_scale, canvas.shape[1] // 2, text_scale, TITLE)
     for i in range(n):
         r, c = divmod(i, columns)
         top = title_h + r * cell_h + pad
-        center = c * cell_w + cell_w // 2
+        center = offset + c * cell_w + cell_w // 2
         left = center - w * scale // 2
         canvas[top : top + h * scale, left : left + w * scale] = images[i].repeat(scale, 0).repeat(scale, 1)
         _paste_text(canvas, labels[i], top + h * scale + text_scale, center, text_scale, TEXT)

@@ -30,11 +30,13 @@ def writable_dir(path: Path) -> Path:
     except OSError as exc:
         raise CacheDirError(
             f"cannot create the fastidx cache directory {path}: {exc.strerror or exc}; "
-            f"choose another with cache_dir= or the {ENV_HOME} environment variable"
+            f"choose another with cache_dir= (--cache-dir on the command line) or the "
+            f"{ENV_HOME} environment variable"
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise CacheDirError(
             f"the fastidx cache directory {path} is not writable; "
-            f"choose another with cache_dir= or the {ENV_HOME} environment variable"
+            f"choose another with cache_dir= (--cache-dir on the command line) or the "
+            f"{ENV_HOME} environment variable"
         )
     return path

@@ -959,8 +959,11 @@ def iter_batches(path: Path, labels: np.ndarray, n_labels: int, batch_size: int,
                  shuffle=False, seed=None, drop_remainder=False, upright=False, dtype=None,
                  normalize=False, mean=None, std=None, layout=None, cache=True, cache_dir=None,
                  max_memory=None, dataset=None, one_hot=None, label_row_bytes=1,
-                 labels_name="labels"):
+                 labels_name="labels", permute=None):
     """Batches of rows ``select(n)`` of ``path`` with the matching ``labels`` (already sliced).
+
+    ``permute(k)`` (shuffled passes) gives the row offsets to visit among the ``k`` selected rows;
+    default ``default_rng(seed).permutation(k)`` (``datasets._shard`` makes the sharded ones).
 
     Checks what it can (shapes, counts, ``max_memory``) now, and returns the generator.
     """
@@ -1044,7 +1047,10 @@ def iter_batches(path: Path, labels: np.ndarray, n_labels: int, batch_size: int,
                 temp = tempfile.TemporaryFile()
                 stream_source(path, upright=upright, writer_for=lambda header: _RawWriter(temp))
                 fd, offset = temp.fileno(), 0
-            order = start + np.random.default_rng(seed).permutation(stop - start)
+            if permute is None:
+                order = start + np.random.default_rng(seed).permutation(stop - start)
+            else:
+                order = start + permute(stop - start)
             rows = np.empty(batch * row_bytes, np.uint8)
             for b in range(0, order.shape[0], batch_size):
                 pick = order[b : b + batch_size]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _cache, _idx, registry
+from . import _shard
 from .._errors import DatasetNotFoundError, IDXError
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
@@ -104,9 +105,10 @@ def _one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
     return np.eye(classes, dtype=np.float32)[labels]
 
 
-def _npz_batches(x, y, batch_size, shuffle, seed, drop_remainder, one_hot, options):
+def _npz_batches(x, y, batch_size, permute, drop_remainder, one_hot, options):
     n = x.shape[0]
-    order = np.random.default_rng(seed).permutation(n) if shuffle else None
+    order = permute(n) if permute is not None else None
+    n = n if order is None else order.shape[0]
     for b in range(0, n, batch_size):
         if drop_remainder and b + batch_size > n:
             return
@@ -166,6 +168,7 @@ class Dataset:
         max_memory=None,
         mirrors=None,
         progress=None,
+        shard=None,
     ):
         """``(x, y)`` of one split, or of a slice of it.
 
@@ -200,6 +203,10 @@ class Dataset:
             Refuse, with :class:`fastidx.cache.MemoryLimitError` (a ``MemoryError`` and a
             ``ValueError``) raised before allocating, a load whose arrays would take more bytes.
             Memory maps cost no private memory and are not counted.
+        shard : (int, int), optional
+            ``(index, count)``, e.g. ``(rank, world_size)``: only the ``index``-th of ``count``
+            contiguous blocks of the split's rows (sizes differing by at most one), decoding only
+            those; the ``count`` shards together hold every row exactly once.
 
         Returns
         -------
@@ -214,6 +221,7 @@ class Dataset:
         ((100, 28, 28), dtype('float32'), (100,))
         """
         name, select = parse_split(split, self.name)
+        select = _shard.narrow(select, _shard.check(shard, self.name))
         files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
         images_role, labels_role = SPLITS[name]
         options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout)
@@ -263,6 +271,8 @@ class Dataset:
         shuffle=False,
         seed=None,
         drop_remainder=False,
+        shard=None,
+        epoch=None,
         path=None,
         dtype=None,
         normalize=False,
@@ -287,6 +297,13 @@ class Dataset:
         ``drop_remainder=True`` drops a last batch smaller than ``batch_size``. The other options
         are those of :meth:`load`; ``max_memory`` bounds one batch plus the working buffers.
 
+        ``shard=(index, count)`` (e.g. ``(rank, world_size)``) yields only one rank's rows: in
+        order, the ``index``-th contiguous block (as :meth:`load`); shuffled, the stride
+        ``perm[index::count]`` of the permutation every rank draws alike (as
+        ``torch.utils.data.DistributedSampler``, without padding), which needs a ``seed``. With
+        ``epoch=e`` the permutation is seeded by ``seed + e``: a new order each epoch, the same on
+        every rank. Each epoch the ``count`` shards together hold every row exactly once.
+
         Examples
         --------
         >>> from fastidx.datasets import mnist, SAMPLE_DIR
@@ -298,6 +315,13 @@ class Dataset:
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
         name, select = parse_split(split, self.name)
+        shard = _shard.check(shard, self.name)
+        permute = None
+        if shuffle:
+            permute = _shard.permuter(_shard.seed_of(seed, epoch, shard, self.name), shard)
+        else:
+            _shard.seed_of(0, epoch, None, self.name)  # a bad epoch fails even in order
+            select = _shard.narrow(select, shard)
         _idx.layout_shape((0, 1, 1), layout)  # a bad layout fails now, not at the first batch
         files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
         images_role, labels_role = SPLITS[name]
@@ -305,13 +329,14 @@ class Dataset:
         if "npz" in files:
             x, y = self._load_npz(files["npz"], images_role, labels_role, select, raw=raw,
                                   one_hot=False, max_memory=max_memory)
-            return _npz_batches(x, y, int(batch_size), shuffle, seed, drop_remainder,
+            return _npz_batches(x, y, int(batch_size), permute, drop_remainder,
                                 self.one_hot if one_hot else None, options)
         y, ny = _cache.load_array(files[labels_role], select=select, cache=cache,
                                   cache_dir=cache_dir, dataset=self.name)
         classes = self._classes(y) if one_hot else None
         return _cache.iter_batches(
             files[images_role], y, ny, int(batch_size), select=select, shuffle=shuffle, seed=seed,
+            permute=permute,
             drop_remainder=drop_remainder, upright=self.spec.transposed and not raw, cache=cache,
             cache_dir=cache_dir, max_memory=max_memory, dataset=self.name,
             one_hot=(lambda labels: _one_hot(labels, classes)) if one_hot else None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.metadata
+import importlib.util
 import os
 import signal
 import struct
@@ -157,6 +159,7 @@ def test_no_command_prints_help_and_fails():
         (["show", "mnist"], ["--out"]),
         (["show", "mnist", "--out", "grid.jpg"], [".png"]),
         (["show", "mnist", "--out", "g.png", "--n", "0"], ["--n"]),
+        (["show", "mnist", "--out", "g.png", "--n", "100000"], ["--n", "100,000", "at most 1,024"]),
         (["show", "mnist", "--out", "g.png", "--split", "validation"], ["--split"]),
         (["download", "mnist", "--mirror", "ftp://example.org/"], ["ftp://example.org/"]),
         (["cache", "prune"], ["prune"]),
@@ -214,7 +217,8 @@ def test_download_verifies_recompressed_files_by_their_content(mnist_server, fet
     assert "x (60000, 28, 28) uint8  y (60000,) uint8" in out
     assert "x (10000, 28, 28) uint8  y (10000,) uint8" in out
     assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in out
-    assert f"{directory}: 11." in out  # MB on disk
+    assert f"{directory}: 11.4 MB in 4 files" in out  # the lock files beside them are not data
+    assert "in 4 files" in run("cache", "list").stdout
 
 
 def test_download_offline_names_what_is_missing(fetch_env):
@@ -228,6 +232,9 @@ def test_download_failure_exits_1(fetch_env, server):
     # The server has no files, and every other mirror is behind a dead proxy.
     result = run("download", "kmnist", "--mirror", server.url, "--no-progress")
     assert_one_line_error(result, 1, "kmnist", "train-images-idx3-ubyte.gz")
+    # One line in all: the mirrors tried and why they failed are in it, not in lines of their own.
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert server.url in result.stderr
     assert leftovers(fetch_env / "kmnist") == []
 
 
@@ -300,6 +307,19 @@ def test_info_on_a_directory_reads_the_headers():
     assert "x (1000, 28, 28) uint8  y (1000,) uint8" in result.stdout
     assert "x (200, 28, 28) uint8  y (200,) uint8" in result.stdout
     assert "not checked against the official hashes" in result.stdout
+
+
+def test_info_on_a_directory_checks_each_file_completely(tmp_path):
+    directory = write_dataset(tmp_path / "mnist", "mnist", train=300)
+    result = run("info", "mnist", "--path", directory)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("found, complete") == 4
+
+    images = directory / "train-images-idx3-ubyte.gz"
+    images.write_bytes(images.read_bytes()[:-2000])  # truncated: its header is still intact
+    result = run("info", "mnist", "--path", directory)
+    assert_one_line_error(result, 1, str(images))
+    assert result.stdout.count("found, complete") == 3 and f"DAMAGED: {images}" in result.stdout
 
 
 def test_info_kmnist_names_classes_in_hiragana_and_romaji():
@@ -394,6 +414,9 @@ def test_demo_offline_on_the_embedded_sample(tmp_path, fetch_env):
     assert "x_train  (1000, 28, 28)   uint8" in out and "y_test   (200,)           uint8" in out
     assert "(1000, 28, 28, 1) float32 in [0.0, 1.0]" in out
     assert "NumPy+gzip" in out and out.count("identical arrays") == 2
+    # A few milliseconds a load: no verdict either way, and it says why.
+    assert "faster" not in out and "slower" not in out
+    assert "too small to time meaningfully" in out
     png = tmp_path / "fastidx-demo.png"
     assert out.rstrip().splitlines()[-2].endswith(str(png))
     assert read_png(png).shape == (970, 768)
@@ -473,11 +496,34 @@ def test_cache_list_verify_clear(tmp_path, fetch_env):
 
     # Without --yes and without a terminal to ask on: refuse, delete nothing.
     refused = run("cache", "clear")
-    assert_one_line_error(refused, 1, "--yes", "not a terminal")
+    assert_one_line_error(refused, 1, "--yes", "not a terminal", "delete 2 cache entries")
     assert damaged.exists()
 
     cleared = run("cache", "clear", "--yes")
     assert cleared.returncode == 0, cleared.stderr
-    assert "deleted" in cleared.stdout
+    assert "deleted 2 cache entries" in cleared.stdout  # what it asked about, not the index and locks
     assert not list((fetch_env / "decoded").glob("*.fidx"))
     assert run("cache", "list").stdout.startswith("nothing cached in")
+
+
+def test_cache_list_tells_conversions_of_one_file_apart(fetch_env):
+    for options in ({"normalize": True}, {"mean": 0.1307, "std": 0.3081}):
+        fastidx.datasets.mnist.load("test", path=SAMPLE_DIR, mmap=True, cache_dir=fetch_env, **options)
+    listing = run("cache", "list")
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split(None, 2)[2] for line in listing.stdout.splitlines()
+            if "t10k-images" in line and " raw " in line]
+    assert len(rows) == 2 and rows[0] != rows[1], listing.stdout
+
+
+def test_bench_runs_the_comparison_without_optional_packages(fetch_env):
+    # bench/compare.py needs nothing beyond fastidx's own dependencies: without TensorFlow it runs
+    # and says which rows that skips, and what installs it.
+    result = run("bench", "--", "--smoke", "--no-scaling", "--tools", "fastidx,numpy+gzip", timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert "compare.py" in result.stdout and "| case |" in result.stdout
+    assert "built-in timing" not in result.stdout
+    if importlib.util.find_spec("tensorflow") is None:
+        assert 'pip install -e ".[bench]"' in result.stderr
+        extra = importlib.metadata.requires("fastidx")
+        assert any(r.startswith("tensorflow") and 'extra == "bench"' in r for r in extra)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import math
 import os
 import sys
 import textwrap
@@ -36,10 +35,13 @@ from ._errors import CacheDirError, DatasetNotFoundError, DownloadError, FastIDX
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-#: The optional packages ``bench/compare.py`` needs (``pip install -e ".[bench]"``).
-BENCH_EXTRAS = ("tensorflow", "matplotlib", "psutil")
+#: ``bench/compare.py`` runs on NumPy alone; with TensorFlow (the ``[bench]`` extra installs it as
+#: ``tensorflow-cpu``) it also times tf.keras's own loaders.
+BENCH_OPTIONAL = "tensorflow"
 #: How long the demo waits to learn whether the network is there before using the sample.
 PROBE_TIMEOUT = 3.0
+#: The most images ``show`` draws in one picture: 32 x 32 MNIST digits, a 3,072-pixel-wide PNG.
+MAX_SHOW = 1024
 
 
 class CLIError(Exception):
@@ -85,6 +87,15 @@ def _count_arg(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _show_count_arg(text: str) -> int:
+    value = _count_arg(text)
+    if value > MAX_SHOW:
+        raise argparse.ArgumentTypeError(
+            f"{value:,} images are too many for one picture: at most {MAX_SHOW:,} (pick a random "
+            f"sample with --seed, or write several pictures)")
     return value
 
 
@@ -154,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the files from DIR (or a Keras .npz); default: the cache, and for mnist "
                         "the sample shipped inside fastidx when MNIST is not downloaded")
     p.add_argument("--split", choices=("train", "test"), default="train", help="default: train")
-    p.add_argument("--n", type=_count_arg, default=64, metavar="N", help="number of images (default: 64)")
+    p.add_argument("--n", type=_show_count_arg, default=64, metavar="N",
+                   help=f"number of images, at most {MAX_SHOW:,} (default: 64)")
     p.add_argument("--seed", type=int, metavar="SEED",
                    help="show a random sample drawn with this seed (default: the first N images)")
     p.add_argument("--download", action="store_true", help="download the dataset if it is not cached")
@@ -185,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "fastidx bench --quick", [cache_dir])
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--fastidx-only", action="store_true",
-                   help="the built-in timing only, even when bench/compare.py and its extras are there "
-                        "(run bench/compare.py --help for the full comparison's own options)")
+                   help="the built-in timing only, even when bench/compare.py is there")
+    p.add_argument("compare_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="after '--': options for bench/compare.py (see 'python bench/compare.py --help')")
 
     p = command("demo", cmd_demo, "load MNIST, compare load times with plain NumPy + gzip, write a sample grid",
                 "fastidx demo\nFASTIDX_OFFLINE=1 fastidx demo --out /tmp/digits.png", [cache_dir])
@@ -208,9 +221,12 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     debug = getattr(args, "debug", False)
-    _configure_output(debug)
+    held = _configure_output(debug)
     try:
-        return args.run(args) or EXIT_OK
+        status = args.run(args) or EXIT_OK
+        if held is not None:
+            held.flush_to(sys.stderr)
+        return status
     except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
@@ -248,19 +264,62 @@ def _note(message: str) -> None:
     print(f"fastidx: {message}", file=sys.stderr, flush=True)
 
 
-def _configure_output(debug: bool) -> None:
-    """Library warnings and log records as ``fastidx: ...`` lines on stderr."""
-    logger = logging.getLogger("fastidx")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("fastidx: %(message)s" if not debug else "%(name)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
-    logger.propagate = False
-    if not debug:
-        def show(message, category, filename, lineno, file=None, line=None):
-            print(f"fastidx: warning: {message}", file=sys.stderr, flush=True)
+class _Held(logging.Handler):
+    """Library warnings and log records, held until the command ends.
 
-        warnings.showwarning = show
+    A command that succeeds prints them afterwards as ``fastidx: ...`` lines; one that fails says
+    everything in its one error line (a failed download names every mirror it tried and why), so
+    they are dropped. ``--debug`` prints every record as it comes instead.
+    """
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"fastidx: {record.getMessage()}")
+
+    def warn(self, message, category, filename, lineno, file=None, line=None) -> None:
+        self.lines.append(f"fastidx: warning: {message}")
+
+    def flush_to(self, stream) -> None:
+        for line in dict.fromkeys(self.lines):  # once each: a warning repeated per file is one line
+            print(line, file=stream)
+        stream.flush()
+        self.lines.clear()
+
+
+def _configure_output(debug: bool) -> _Held | None:
+    """Where library log records and warnings go: held (see :class:`_Held`), or live with --debug."""
+    logger = logging.getLogger("fastidx")
+    logger.propagate = False
+    if debug:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        return None
+    global _held
+    _held = _Held()
+    logger.addHandler(_held)
+    logger.setLevel(logging.WARNING)
+    warnings.showwarning = _held.warn
+    return _held
+
+
+_held: _Held | None = None
+
+
+def _flush_notes() -> None:
+    """Print the library's held records now (after a step that succeeded)."""
+    if _held is not None:
+        _held.flush_to(sys.stderr)
+
+
+def _drop_notes() -> None:
+    """Forget the held records of a step whose failure is reported in one line that says it all."""
+    if _held is not None:
+        _held.lines.clear()
 
 
 # --- download -------------------------------------------------------------------------------------
@@ -282,10 +341,12 @@ def cmd_download(args) -> int:
         except CacheDirError:
             raise  # the same for every dataset: say it once
         except (DownloadError, DatasetNotFoundError) as exc:  # ChecksumError is a DownloadError
+            _drop_notes()
             message = str(exc)
             _error(message if message.startswith(name) else f"{name}: {message}")
             failed += 1
             continue
+        _flush_notes()
         total = sum(path.stat().st_size for path in files.values())
         print(f"{name}: {len(files)} file{'s' if len(files) > 1 else ''} verified ({_size(total)})")
         for path in files.values():
@@ -319,6 +380,7 @@ def cmd_info(args) -> int:
                      if (directory / file.name).is_file()}
         where = f"{root}"
 
+    damaged: list[str] = []
     lines = [f"{spec.name}: {sum(spec.splits.values()):,} images of {_shape(spec.image_shape)}, "
              f"{spec.num_classes} classes" + (" (stored transposed; loaded upright)" if spec.transposed else "")]
     lines.append("classes   " + _wrap(_class_list(spec), 10))
@@ -338,7 +400,15 @@ def cmd_info(args) -> int:
         if not file.sha256 and not file.content_sha256 and spec.archive is not None:
             lines.append(f"      extracted from {spec.archive.name}, which is verified")
         path = local.get(role)
-        state = "not downloaded" if path is None else ("found" if args.path is not None else "verified")
+        if path is None:
+            state = "not downloaded"
+        elif args.path is None:
+            state = "verified"
+        else:
+            problem = _check_idx(path)
+            state = "found, complete (header, length and CRC checked)" if problem is None else "DAMAGED"
+            if problem is not None:
+                damaged.append(problem)
         lines.append(f"      {state}" + (f": {path}" if path is not None else ""))
     if spec.archive is not None:
         archive = spec.archive
@@ -347,8 +417,29 @@ def cmd_info(args) -> int:
         zip_path = root / spec.dir_name / archive.name
         lines.append(f"      {'cached: ' + str(zip_path) if zip_path.is_file() else 'not downloaded'}")
     lines.append("cache     " + _cache_usage(root, spec, args.cache_dir))
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)
+    if damaged:
+        raise CLIError("; ".join(damaged))
     return EXIT_OK
+
+
+def _check_idx(path: Path) -> str | None:
+    """None if ``path`` is a complete IDX file (gzip CRC and length included), else what is wrong.
+
+    Decoded in pieces and dropped, so memory stays small whatever the file's size.
+    """
+    from ._errors import IDXError
+    from ._idx import IDXReader
+
+    try:
+        with IDXReader(path) as reader:
+            reader.skip_rows(reader.rows)
+            reader.finish()
+    except IDXError as exc:
+        return str(exc)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None
 
 
 def _shape(shape) -> str:
@@ -400,10 +491,13 @@ def _split_shapes(spec, split: str, local: dict, read_header) -> str:
 
 
 def _tree_size(directory: Path) -> tuple[int, int]:
-    """(bytes, files) under ``directory``."""
+    """(bytes, files) of the data under ``directory``: hidden files (locks, downloads in progress)
+    are bookkeeping, not data, and are not counted."""
     total = count = 0
     for dirpath, _, filenames in os.walk(directory):
         for filename in filenames:
+            if filename.startswith("."):
+                continue
             try:
                 total += os.lstat(os.path.join(dirpath, filename)).st_size
                 count += 1
@@ -561,7 +655,7 @@ def cmd_cache_list(args) -> int:
             for e in group:
                 shape = "x".join(map(str, e.shape))
                 print(f"    {_size(e.size_on_disk):>9}  {e.source_name:<32} {e.kind:<6} {e.variant:<7} "
-                      f"{shape} {e.dtype}")
+                      f"{shape} {e.dtype}  {_conversion_text(e)}")
     if downloads:
         print(f"downloaded files in {root}:")
         for label, directory, size, count in downloads:
@@ -569,6 +663,13 @@ def cmd_cache_list(args) -> int:
     total = sum(e.size_on_disk for e in entries) + sum(row[2] for row in downloads)
     print(f"total: {_size(total)}")
     return EXIT_OK
+
+
+def _conversion_text(entry) -> str:
+    """What distinguishes entries of one source: the values they hold (a raw file per conversion)."""
+    if entry.kind == "frames" or entry.conversion in (None, "native"):
+        return "values as stored"
+    return f"converted values (conversion {entry.conversion})"
 
 
 def cmd_cache_verify(args) -> int:
@@ -599,22 +700,19 @@ def cmd_cache_clear(args) -> int:
 
     root = cache_root(args.cache_dir)
     directory = decoded_dir(args.cache_dir)
-    if args.dataset is None:
-        summary = cache.info(cache_dir=args.cache_dir)
-        count, size = summary.entries, summary.total_bytes
-    else:
-        entries = _cache_entries(args.cache_dir, args.dataset)
-        count, size = len(entries), sum(e.size_on_disk for e in entries)
+    entries = _cache_entries(args.cache_dir, args.dataset)
+    count, size = len(entries), sum(e.size_on_disk for e in entries)
     what = f"decoded arrays{' of ' + args.dataset if args.dataset else ''}"
-    if size == 0:
+    if count == 0:
         print(f"nothing to delete: no {what} in {directory}")
     else:
         if not args.yes:
-            _confirm(f"delete {count} cache entr{'ies' if count != 1 else 'y'} ({_size(size)} of {what}) "
-                     f"in {directory}?")
+            _confirm(f"delete {_entries(count)} ({_size(size)} of {what}) in {directory}?")
         cleared = cache.clear(dataset=args.dataset, cache_dir=args.cache_dir)
-        print(f"deleted {cleared.files} file{'s' if cleared.files != 1 else ''} ({_size(cleared.bytes)}) of "
-              f"{what} from {directory}")
+        # Entries, as asked about: the source index and lock files that go with them are not data.
+        left = len(_cache_entries(args.cache_dir, args.dataset))
+        print(f"deleted {_entries(max(count - left, 0))} ({_size(cleared.bytes)}) of {what} from {directory}"
+              + (f"; {_entries(left)} written meanwhile by another process were kept" if left else ""))
     downloads = _download_dirs(root, args.dataset)
     if downloads:
         kept = sum(row[2] for row in downloads)
@@ -622,6 +720,10 @@ def cmd_cache_clear(args) -> int:
         print(f"kept the downloaded files ({_size(kept)} in {places}); delete them by hand if you want the "
               f"space back (they will be downloaded again when needed)")
     return EXIT_OK
+
+
+def _entries(n: int) -> str:
+    return f"{n} cache entr{'ies' if n != 1 else 'y'}"
 
 
 def _confirm(question: str) -> None:
@@ -639,15 +741,19 @@ def _confirm(question: str) -> None:
 # --- timings (demo and bench) ---------------------------------------------------------------------
 
 
-def _best_time(function, repeat: int):
-    """(fastest of ``repeat`` calls in seconds, the last result)."""
-    best = math.inf
-    result = None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def _interleaved(first, second, repeat: int):
+    """Times in seconds of ``repeat`` calls of each, alternating which goes first; and the results."""
+    times: tuple[list, list] = ([], [])
+    results = [None, None]
+    for r in range(repeat):
+        for which in ((0, 1) if r % 2 == 0 else (1, 0)):
+            function = (first, second)[which]
+            if function is None:
+                continue
+            start = time.perf_counter()
+            results[which] = function()
+            times[which].append(time.perf_counter() - start)
+    return times, results
 
 
 def _numpy_gzip(files: dict, image_shape, normalize: bool = False):
@@ -683,34 +789,56 @@ def _flat(data):
     return x_train, y_train, x_test, y_test
 
 
-def _timings(dataset, source: Source, cache_dir, repeat: int) -> list[tuple[str, float, float | None, str]]:
-    """Rows of (what, fastidx seconds, NumPy seconds or None, remark)."""
+@dataclass
+class _Row:
+    what: str
+    ours: list  # seconds, one per run
+    theirs: list | None = None  # NumPy + gzip's, when compared
+    remark: str = ""
+
+    def verdict(self) -> str:
+        """"N.Nx faster" / "N.Nx slower" only when every run of one beat every run of the other:
+        a gap inside the run-to-run spread is no result."""
+        if not self.theirs:
+            return ""
+        if max(self.ours) < min(self.theirs):
+            return f"{min(self.theirs) / min(self.ours):4.1f}x faster"
+        if min(self.ours) > max(self.theirs):
+            return f"{min(self.ours) / min(self.theirs):4.1f}x slower"
+        return "no clear difference"
+
+
+def _timings(dataset, source: Source, cache_dir, repeat: int) -> list[_Row]:
+    """fastidx against plain NumPy + gzip, ``repeat`` interleaved runs each."""
     files = dataset.files(source.path, cache_dir=cache_dir)
     shape = dataset.spec.image_shape
     rows = []
     for what, options in (("uint8", {}), ("float32 in [0, 1] (normalize=True)", {"normalize": True})):
-        fast, ours = _best_time(lambda o=options: dataset.load_data(source.path, cache=False, cache_dir=cache_dir,
-                                                                    **o), repeat)
-        slow, theirs = _best_time(lambda o=options: _numpy_gzip(files, shape, **o), repeat)
-        rows.append((what, fast, slow, "identical arrays" if _same(ours, theirs) else "ARRAYS DIFFER"))
+        (ours, theirs), (a, b) = _interleaved(
+            lambda o=options: dataset.load_data(source.path, cache=False, cache_dir=cache_dir, **o),
+            lambda o=options: _numpy_gzip(files, shape, **o), repeat)
+        rows.append(_Row(what, ours, theirs, "identical arrays" if _same(a, b) else "ARRAYS DIFFER"))
     for what, options in (("uint8 from the decoded cache (cache=True)", {}),
                           ("uint8 memory-mapped from the cache (mmap=True)", {"mmap": True})):
         dataset.load_data(source.path, cache=True, cache_dir=cache_dir, **options)  # fills the cache
-        took, _ = _best_time(lambda o=options: dataset.load_data(source.path, cache=True, cache_dir=cache_dir,
-                                                                   **o), repeat)
-        rows.append((what, took, None, ""))
+        (ours, _), _ = _interleaved(
+            lambda o=options: dataset.load_data(source.path, cache=True, cache_dir=cache_dir, **o), None, repeat)
+        rows.append(_Row(what, ours))
     return rows
 
 
-def _print_timings(rows, repeat: int) -> None:
-    width = max(len(r[0]) for r in rows)
+def _print_timings(rows: list[_Row], repeat: int, sample: bool) -> None:
+    """The fastest run of each; a verdict only where the runs support one, and none on the sample."""
+    width = max(len(r.what) for r in rows)
     print(f"  {'load_data(), best of ' + str(repeat):<{width}}  {'fastidx':>9}  {'NumPy+gzip':>10}")
-    for what, fast, slow, remark in rows:
-        theirs = f"{slow * 1e3:8.1f} ms" if slow is not None else f"{'':>11}"
-        speedup = ""
-        if slow is not None and fast > 0:
-            speedup = f"  {slow / fast:4.1f}x faster" if slow >= fast else f"  {fast / slow:4.1f}x slower"
-        print(f"  {what:<{width}}  {fast * 1e3:6.1f} ms  {theirs}{speedup}" + (f"  {remark}" if remark else ""))
+    for row in rows:
+        theirs = f"{min(row.theirs) * 1e3:8.1f} ms" if row.theirs else f"{'':>11}"
+        verdict = "" if sample or not row.theirs else f"  {row.verdict()}"
+        remark = f"  {row.remark}" if row.remark else ""
+        print(f"  {row.what:<{width}}  {min(row.ours) * 1e3:6.1f} ms  {theirs}{verdict}{remark}")
+    if sample:
+        print("  the 1,200-image sample is too small to time meaningfully (a few milliseconds a load, mostly "
+              "fixed costs): no verdict; 'fastidx download mnist' then the same command again times MNIST")
 
 
 def _local_mnist(cache_dir, offline_reason: str) -> Source:
@@ -731,20 +859,28 @@ def _compare_script() -> Path | None:
 
 def cmd_bench(args) -> int:
     script = _compare_script()
-    missing = [name for name in BENCH_EXTRAS if importlib.util.find_spec(name) is None]
-    if script is not None and not missing and not args.fastidx_only:
+    extra = args.compare_args[1:] if args.compare_args[:1] == ["--"] else args.compare_args
+    if extra and (script is None or args.fastidx_only):
+        raise CLIError(f"options after '--' ({' '.join(extra)}) are for bench/compare.py, which "
+                       + ("--fastidx-only does not run" if script is not None else "is not installed"),
+                       EXIT_USAGE)
+    if script is not None and not args.fastidx_only:
         import subprocess
 
-        command = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
-        files = _cached("mnist", args.cache_dir)
-        if files is not None and "npz" not in files and len({p.parent for p in files.values()}) == 1:
-            command += ["--data-dir", str(files["train_images"].parent)]
-        else:
-            from .datasets import SAMPLE_DIR
+        command = [sys.executable, str(script), *(["--quick"] if args.quick else []), *extra]
+        if "--data-dir" not in extra and "--smoke" not in extra:
+            files = _cached("mnist", args.cache_dir)
+            if files is not None and "npz" not in files and len({p.parent for p in files.values()}) == 1:
+                command += ["--data-dir", str(files["train_images"].parent)]
+            else:
+                from .datasets import SAMPLE_DIR
 
-            _note("MNIST is not downloaded, so the comparison runs on the 1,200-image sample shipped inside "
-                  "fastidx ('fastidx download mnist' for meaningful numbers)")
-            command += ["--data-dir", str(SAMPLE_DIR)]
+                _note("MNIST is not downloaded, so the comparison runs on the 1,200-image sample shipped "
+                      "inside fastidx ('fastidx download mnist' for meaningful numbers)")
+                command += ["--data-dir", str(SAMPLE_DIR)]
+        if importlib.util.find_spec(BENCH_OPTIONAL) is None:
+            _note("TensorFlow is not installed, so the tf.keras rows are skipped; pip install -e \".[bench]\" "
+                  "(from the source checkout) adds them")
         print(f"running {' '.join(command)}", flush=True)
         return subprocess.call(command)
 
@@ -752,17 +888,16 @@ def cmd_bench(args) -> int:
 
     if args.fastidx_only:
         why = "built-in timing (--fastidx-only)"
-    elif script is None:
-        why = "built-in timing: bench/compare.py comes with the source checkout (git clone), not the package"
     else:
-        why = (f"built-in timing: the full comparison (bench/compare.py, with tf.keras) needs "
-               f"{', '.join(missing)}: pip install -e \".[bench]\"")
+        why = ("built-in timing: the full comparison (fresh processes, tf.keras, first and warm loads) is "
+               "bench/compare.py in fastidx's source checkout: from there, run "
+               "'pip install -e \".[bench]\" && python bench/compare.py --quick'")
     print(f"fastidx {__version__} bench: {why}")
     source = _local_mnist(args.cache_dir, "MNIST is not downloaded, so these times are for 1,200 images "
                                           "('fastidx download mnist' for the real thing)")
     print(f"data: {source.description}")
-    repeat = 3 if args.quick else 10
-    _print_timings(_timings(Dataset("mnist"), source, args.cache_dir, repeat), repeat)
+    repeat = 5 if args.quick else 11
+    _print_timings(_timings(Dataset("mnist"), source, args.cache_dir, repeat), repeat, source.sample)
     return EXIT_OK
 
 
@@ -809,6 +944,7 @@ def _demo_source(args) -> Source:
     except KeyboardInterrupt:
         raise Interrupted("MNIST was not downloaded completely and nothing partial was kept") from None
     except (DownloadError, DatasetNotFoundError, CacheDirError) as exc:
+        _drop_notes()  # what went wrong is in the one line below
         return _sample_source(f"could not download MNIST: {exc}")
     return Source(None, f"MNIST from {_describe_files(files)}")
 
@@ -833,9 +969,9 @@ def cmd_demo(args) -> int:
     print(f'load("train", normalize=True, layout="NHWC"): {xf.shape} {xf.dtype} in '
           f"[{xf.min():.1f}, {xf.max():.1f}]")
 
-    repeat = 3
+    repeat = 5
     print("\nload times against the plain NumPy + gzip path:")
-    _print_timings(_timings(mnist._dataset, source, args.cache_dir, repeat), repeat)
+    _print_timings(_timings(mnist._dataset, source, args.cache_dir, repeat), repeat, source.sample)
 
     n = min(64, len(x_train))
     labels = [mnist.class_names[v] for v in y_train[:n].tolist()]

@@ -60,8 +60,7 @@ def expected(x: np.ndarray, y: np.ndarray, options: dict):
     if transform:
         t = np.dtype(dtype or np.float32)
         x = x.astype(t)
-        if options.get("normalize"):
-            x = x / t.type(255)
+        x = x / t.type(255)  # mean/std imply the [0, 1] scale
         if "mean" in options:
             x = x - t.type(options["mean"])
         if "std" in options:

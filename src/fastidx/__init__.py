@@ -18,7 +18,6 @@ from ._errors import (
     IDXTruncatedError,
     MemoryLimitError,
 )
-from ._idx import read_header, read_idx, write_idx
 
 __version__ = "0.1.0"
 
@@ -45,8 +44,12 @@ __all__ = [
 
 
 def __getattr__(name):
-    # ``fastidx.datasets`` and ``fastidx.cache`` are imported on first use so that
-    # ``import fastidx`` stays light.
+    # The IDX codec, ``fastidx.datasets`` and ``fastidx.cache`` are imported on first use so that
+    # ``import fastidx`` (and ``import fastidx.datasets``) stays light.
+    if name in ("read_header", "read_idx", "write_idx"):
+        from . import _idx
+
+        return getattr(_idx, name)
     if name in ("datasets", "cache"):
         import importlib
 

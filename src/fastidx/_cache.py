@@ -109,7 +109,10 @@ def conversion_id(dtype, normalize, mean, std) -> str:
     if dtype is None and not normalize and mean is None and std is None:
         return "native"
     name = None if dtype is None else np.dtype(dtype).str
-    key = json.dumps([name, bool(normalize), repr(mean), repr(std)])
+    # mean/std imply the [0, 1] scale: keyed like normalize=True, the one conversion they now mean
+    # (entries built when mean/std without normalize skipped the scaling are never found again).
+    scaled = bool(normalize) or mean is not None or std is not None
+    key = json.dumps([name, scaled, repr(mean), repr(std)])
     return "x" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -554,7 +557,8 @@ def stream_source(source: Path, *, upright: bool, make_output=None, writer_for=N
             reader.skip_rows(first)
         stage = _pool("build", 1)
         buffers = [None, None]
-        flipped = np.empty(rows_per * row_bytes if upright else 0, np.uint8)
+        # Never more rows than the file has: a legal 0-row file may declare enormous rows.
+        flipped = np.empty(min(rows_per, reader.rows) * row_bytes if upright else 0, np.uint8)
         pending: deque = deque()
 
         def process(row0, chunk, is_direct):
@@ -928,7 +932,7 @@ def _source_chunks(path: Path, upright: bool, start: int, stop: int):
         shape = reader.header.shape
         upright = upright and len(shape) == 3
         rows_per = rows_per_frame(shape, reader.header.dtype)
-        staging = np.empty(min(rows_per, max(stop - start, 1)) * reader.row_bytes, np.uint8)
+        staging = np.empty(min(rows_per, stop - start) * reader.row_bytes, np.uint8)
         flipped = np.empty(staging.shape[0] if upright else 0, np.uint8)
         reader.skip_rows(start)
         for row0 in range(start, stop, rows_per):

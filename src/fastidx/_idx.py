@@ -458,22 +458,42 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 def conversion_table(dtype, normalize: bool = False, mean=None, std=None) -> np.ndarray:
     """The 256 values a uint8 maps to, computed with the exact NumPy idiom.
 
-    ``table[v]`` is ``(np.uint8(v).astype(dtype) / dtype(255) - mean) / std`` (each step only when
-    asked for), evaluated by NumPy in ``dtype``; mapping through it is therefore bit-identical to
-    running that expression over a whole array.
+    ``table[v]`` is ``(np.uint8(v).astype(dtype) / dtype(255) - mean) / std``, evaluated by NumPy in
+    ``dtype``; mapping through it is therefore bit-identical to running that expression over a whole
+    array. ``mean`` and ``std`` apply to the [0, 1] scale whether or not ``normalize`` is given (the
+    convention of torchvision's ``Normalize`` after ``ToTensor``); a missing one is skipped.
     """
     dtype = np.dtype(dtype)
     values = np.arange(256, dtype=np.uint8).astype(dtype)
     # All 256 values are computed, most of which the data may never contain: an overflow for one
     # of them (float16 / a tiny std) is no news about the caller's data, so NumPy stays quiet.
     with np.errstate(all="ignore"):
-        if normalize:
+        if normalize or mean is not None or std is not None:
             values = values / dtype.type(255)
         if mean is not None:
             values = values - dtype.type(mean)
         if std is not None:
             values = values / dtype.type(std)
     return np.ascontiguousarray(values, dtype=dtype)
+
+
+def check_standardization(target: np.dtype, mean, std) -> None:
+    """``ValueError`` unless ``mean`` is a finite number and ``std`` a positive finite one, both
+    still so once converted to ``target`` (a float16 ``std`` of 1e-8 is 0)."""
+    for name, value in (("mean", mean), ("std", std)):
+        if value is None:
+            continue
+        try:
+            number = float(value)
+            converted = target.type(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{name} must be a real number, not {value!r}") from None
+        with np.errstate(all="ignore"):
+            finite = math.isfinite(number) and bool(np.isfinite(converted))
+        if not finite:
+            raise ValueError(f"{name} must be finite in {target.name}, not {value!r}")
+        if name == "std" and not (number > 0 and converted != 0):
+            raise ValueError(f"std must be a positive number (nonzero in {target.name}), not {value!r}")
 
 
 def resolve_dtype(stored: np.dtype, dtype, normalize: bool, mean, std) -> np.dtype:
@@ -495,6 +515,7 @@ def resolve_dtype(stored: np.dtype, dtype, normalize: bool, mean, std) -> np.dty
             raise ValueError(
                 f"normalize/mean/std apply to uint8 data; this file stores {stored.name}"
             )
+        check_standardization(target, mean, std)
     if target.itemsize not in _WORD or target.kind not in "biufc" or target.hasobject:
         raise ValueError(f"cannot decode IDX data into dtype {target}")
     if stored != np.uint8 and target != stored and target.kind not in "biufc":
@@ -581,10 +602,11 @@ def read_idx(
     normalize : bool
         Scale uint8 data to [0, 1]: exactly ``x.astype(dtype) / dtype(255)``.
     mean, std : float, optional
-        Standardize after scaling: exactly ``(x.astype(dtype) / dtype(255) - mean) / std`` computed
-        in ``dtype`` (without ``normalize``: ``(x.astype(dtype) - mean) / std``). ``mean`` and
-        ``std`` are converted to ``dtype`` first, as NumPy does with Python floats; a float64 NumPy
-        scalar would make NumPy itself compute in float64.
+        Standardize on the [0, 1] scale, with or without ``normalize`` (torchvision's ``Normalize``
+        after ``ToTensor``): exactly ``(x.astype(dtype) / dtype(255) - mean) / std`` computed in
+        ``dtype``. ``mean`` and ``std`` are converted to ``dtype`` first, as NumPy does with Python
+        floats (a float64 NumPy scalar would make NumPy itself compute in float64). ``std`` must be
+        positive and both finite, else ``ValueError``.
     layout : {None, "NHWC", "NCHW", "flat"}
         For (N, H, W) image files: as stored, (N, H, W, 1), (N, 1, H, W) or (N, H*W).
     out : numpy.ndarray, optional

@@ -2,25 +2,30 @@
 
 Each public module (``mnist``, ``fashion_mnist``, ...) is a :class:`Dataset` bound to one entry of
 :mod:`fastidx.registry`; this is where the options of ``load_data`` are interpreted once for all.
+
+Importing this module costs next to nothing: the registry, the decoder, the cache and the
+downloader are imported by the first call that needs them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from fractions import Fraction
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import _cache, _idx, registry
-from . import _shard
-from .._errors import DatasetNotFoundError, IDXError
+from .._errors import CacheWarning, DatasetNotFoundError, IDXError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 SPLITS = {"train": ("train_images", "train_labels"), "test": ("test_images", "test_labels")}
 NPZ_KEYS = {"train_images": "x_train", "train_labels": "y_train",
             "test_images": "x_test", "test_labels": "y_test"}
+_NPZ_CHUNK = 1 << 20  # bytes inflated per read from an .npz member
 
 
 def spellings(official: str) -> list[str]:
@@ -35,10 +40,11 @@ def spellings(official: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def find_in_directory(directory: Path, spec: registry.DatasetSpec) -> dict[str, Path]:
-    """The dataset's four files in ``directory`` (any spelling), or an error naming what is missing."""
+def find_in_directory(directory: Path, spec, roles=ROLES) -> dict[str, Path]:
+    """The files of ``roles`` (default: all four) in ``directory`` (any spelling), or an error
+    naming every one that is missing."""
     found, missing = {}, []
-    for role in ROLES:
+    for role in roles:
         official = spec.files[role].name
         for candidate in spellings(official):
             if (directory / candidate).is_file():
@@ -52,6 +58,31 @@ def find_in_directory(directory: Path, spec: registry.DatasetSpec) -> dict[str, 
             f"(gzipped or not; '-idx' or '.idx' spellings are both accepted)"
         )
     return found
+
+
+def check_pair(images: str, x_shape, labels: str, y_shape) -> None:
+    """Refuse, from their shapes alone, an image/label pair that cannot belong together:
+    swapped files, labels that are not one value per image, counts that differ."""
+    x_shape, y_shape = tuple(x_shape), tuple(y_shape)
+    if len(x_shape) == 1 and len(y_shape) >= 2:
+        raise IDXError(
+            images,
+            f"holds a 1-D array {x_shape} and {labels} holds {y_shape}: the image and label files "
+            f"look swapped",
+        )
+    if len(y_shape) != 1:
+        raise IDXError(
+            labels,
+            f"should hold one label per image (a 1-D array) but holds shape {y_shape}; "
+            f"the images are {images}",
+        )
+    if len(x_shape) < 2:
+        raise IDXError(
+            images, f"should hold images (2 or more dimensions) but holds shape {x_shape}; "
+                    f"the labels are {labels}",
+        )
+    if x_shape[0] != y_shape[0]:
+        raise IDXError(images, f"holds {x_shape[0]} images but {labels} holds {y_shape[0]} labels")
 
 
 _BOUND = r"\s*([+-]?\d+)\s*(%?)\s*"
@@ -88,6 +119,8 @@ def parse_split(split, dataset: str = "dataset"):
         bounds.append((value, bool(pct)))
 
     def select(n: int) -> tuple[int, int]:
+        from fractions import Fraction
+
         def absolute(bound):
             if bound is None:
                 return None
@@ -101,11 +134,111 @@ def parse_split(split, dataset: str = "dataset"):
     return name, select
 
 
-def _one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
-    return np.eye(classes, dtype=np.float32)[labels]
+#: What each loader parameter means: the one description every public loader's docstring shows.
+PARAMETERS = {
+    "split": """str
+    ``"train"`` or ``"test"``, optionally sliced TFDS-style: ``"train[:6000]"``,
+    ``"train[10%:20%]"``, ``"test[-1000:]"``. Bounds are row numbers (negative ones count from the
+    end) or whole percentages from -100 to 100; a percentage ``p`` of ``n`` rows is row
+    ``round(p * n / 100)`` (exact arithmetic, ties to even: TFDS's ``closest`` rounding), then
+    Python slice rules apply. Only the needed frames of the cache are decoded.""",
+    "batch_size": """int
+    Rows per batch.""",
+    "shuffle": """bool
+    Visit the rows in the order of ``numpy.random.default_rng(seed).permutation(rows)``, every row
+    once per pass, gathered from the uncompressed cache file (written on first use; a temporary
+    file when ``cache=False``).""",
+    "seed": """int, optional
+    Seed of the permutation: a seed always gives the same order.""",
+    "drop_remainder": """bool
+    Drop a last batch smaller than ``batch_size``.""",
+    "path": """str or os.PathLike, optional
+    A directory holding the IDX files (gzipped or not, ``-idx`` or ``.idx`` spellings; a split
+    needs only its own two files) or a Keras-format ``.npz`` file. For MNIST a bare file name
+    ending in ``.npz`` (Keras's ``path="mnist.npz"``) means what it means to Keras: that file in
+    Keras's cache directory (see the README's "Keras compatibility"). Default: the downloaded
+    copy.""",
+    "dtype": """dtype, optional
+    Image dtype; default uint8, or float32 when ``normalize``, ``mean`` or ``std`` is given.""",
+    "normalize": """bool
+    Scale images to [0, 1]: exactly ``x.astype(dtype) / dtype(255)``.""",
+    "mean": """float, optional
+    Standardize on the [0, 1] scale, with or without ``normalize`` (torchvision's ``Normalize``
+    after ``ToTensor``): exactly ``(x.astype(dtype) / dtype(255) - mean) / std`` in ``dtype``.""",
+    "std": """float, optional
+    The divisor of that standardization; it must be positive (``ValueError`` otherwise).""",
+    "layout": """{None, "NHWC", "NCHW", "flat"}
+    Images as stored (N, H, W), or (N, H, W, 1), (N, 1, H, W), (N, H*W).""",
+    "one_hot": """bool
+    Labels as float32 one-hot rows, as ``keras.utils.to_categorical`` makes them; a label outside
+    ``range(len(class_names))`` or a non-integer label is a ``ValueError`` naming the file.""",
+    "raw": """bool
+    EMNIST only: keep the images transposed, as NIST stores them.""",
+    "cache": """bool
+    Keep the decoded arrays in the cache directory (zstd-compressed) after the first load, so that
+    later loads skip parsing; an entry is keyed by its source file's SHA-256.""",
+    "cache_dir": """str or os.PathLike, optional
+    Cache directory (default: ``$FASTIDX_HOME`` or the user cache directory).""",
+    "mmap": """bool
+    Return copy-on-write memory maps of uncompressed cache files (written on first use): a load
+    costs well under a millisecond and processes share one physical copy; writes to the arrays
+    stay private. Needs ``cache=True``; ``.npz`` sources are loaded normally.""",
+    "max_memory": """int, optional
+    Refuse, with :class:`fastidx.MemoryLimitError` (a ``MemoryError`` and a ``ValueError``)
+    raised before allocating, a load whose arrays would take more bytes (``load_data``: both
+    splits together; ``iter_batches``: one batch plus the working buffers). Memory maps cost no
+    private memory and are not counted. From an ``.npz`` the stored rows are read before they
+    are converted, so both count.""",
+    "mirrors": """str or list of str, optional
+    Base URLs tried first when files must be downloaded (see the README).""",
+    "progress": """bool, optional
+    Show download progress on stderr; default: when stderr is a terminal.""",
+    "shard": """(int, int), optional
+    ``(index, count)``, e.g. ``(rank, world_size)``: one rank's rows. In order (``load``,
+    ``iter_batches`` without shuffle) the ``index``-th of ``count`` contiguous blocks, decoding
+    only those; shuffled, the stride ``perm[index::count]`` of the permutation every rank draws
+    alike (``torch.utils.data.DistributedSampler``'s rule without padding; needs ``seed``). The
+    ``count`` shards together hold every row exactly once.""",
+    "epoch": """int, optional
+    Seed the shuffled permutation with ``seed + epoch``: a new order each epoch, the same on every
+    rank.""",
+}
+
+
+def documented(func):
+    """Insert the numpydoc ``Parameters`` section of ``func``'s own parameters (from
+    :data:`PARAMETERS`) into its docstring, before its ``Returns`` (or ``Examples``) section."""
+    doc = func.__doc__
+    if not doc:  # python -OO
+        return func
+    code = func.__code__
+    names = [name for name in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+             if name != "self"]
+    body = [line for line in doc.splitlines()[1:] if line.strip()]
+    indent = min((len(line) - len(line.lstrip()) for line in body), default=0) * " "
+    lines = ["Parameters", "----------"]
+    for name in names:
+        lines.extend(f"{name} : {PARAMETERS[name]}".splitlines())
+    section = "".join(f"{indent}{line}\n" for line in lines) + "\n"
+    for heading in ("Returns", "Examples", "Example"):
+        at = doc.find(f"\n{indent}{heading}\n")
+        if at >= 0:
+            func.__doc__ = doc[: at + 1] + section + doc[at + 1 :]
+            return func
+    func.__doc__ = doc.rstrip() + "\n\n" + section
+    return func
+
+
+def one_hot_rows(labels: np.ndarray, classes: int) -> np.ndarray:
+    """float32 one-hot rows of checked labels: one ``(N, classes)`` array and nothing bigger."""
+    out = np.zeros((labels.shape[0], classes), np.float32)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
 
 
 def _npz_batches(x, y, batch_size, permute, drop_remainder, one_hot, options):
+    from .. import _idx
+
     n = x.shape[0]
     order = permute(n) if permute is not None else None
     n = n if order is None else order.shape[0]
@@ -118,29 +251,62 @@ def _npz_batches(x, y, batch_size, permute, drop_remainder, one_hot, options):
         yield xb, (one_hot(yb) if one_hot is not None else yb)
 
 
+def _check_options(dataset: str, options: dict) -> None:
+    """Refuse bad conversion options before any file is read (dataset images are uint8)."""
+    from .. import _idx
+
+    try:
+        _idx.resolve_dtype(np.dtype(np.uint8), options["dtype"], options["normalize"],
+                           options["mean"], options["std"])
+        _idx.layout_shape((0, 1, 1), options["layout"])
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{dataset}: {exc}") from None
+
+
 class Dataset:
-    """The loaders of one registry dataset; the public modules expose its bound methods."""
+    """The loaders of one registry dataset.
+
+    ``fastidx.datasets.mnist.load_data`` and the other public functions call these methods; the
+    EMNIST splits (``emnist.balanced`` ...) are instances. The parameters are documented once, on
+    :meth:`load`.
+    """
 
     def __init__(self, name: str):
         self.name = name
 
+    def __repr__(self) -> str:
+        return f"<fastidx dataset {self.name!r}>"
+
     @property
-    def spec(self) -> registry.DatasetSpec:
+    def spec(self):
+        """The :class:`fastidx.registry.DatasetSpec` of this dataset."""
+        from .. import registry
+
         return registry.get(self.name)
 
     @property
     def class_names(self) -> tuple[str, ...]:
+        """``class_names[y]`` is the name of label ``y``."""
         return self.spec.class_names
 
-    def files(self, path=None, *, cache_dir=None, mirrors=None, progress=None) -> dict[str, Path]:
-        """Where the data comes from: ``{role: path}`` of IDX files, or ``{"npz": path}``."""
-        if path is None:
-            from .. import _fetch
+    # -- where the files are
 
-            return _fetch.fetch(self.name, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
-        path = Path(os.fspath(path)).expanduser()
+    def files(self, path=None, *, roles=ROLES, cache_dir=None, mirrors=None,
+              progress=None) -> dict[str, Path]:
+        """Where the data comes from: ``{role: path}`` of IDX files (``roles`` of them when ``path``
+        is a directory), or ``{"npz": path}``."""
+        if path is None:
+            return self._fetch(cache_dir, mirrors, progress)
+        from pathlib import Path
+
+        text = os.fsdecode(os.fspath(path))
+        if self.spec.keras_npz is not None and _is_bare_npz_name(text):
+            return self._keras_cache_file(text, cache_dir, mirrors, progress)
+        path = Path(text).expanduser()
         if path.is_dir():
-            return find_in_directory(path, self.spec)
+            found = find_in_directory(path, self.spec, roles)
+            self._check_headers(found)
+            return found
         if path.suffix == ".npz" and path.is_file():
             return {"npz": path}
         if not path.exists():
@@ -150,63 +316,87 @@ class Dataset:
             f"file, not {path}"
         )
 
-    def load(
-        self,
-        split: str,
-        path=None,
-        *,
-        dtype=None,
-        normalize=False,
-        mean=None,
-        std=None,
-        layout=None,
-        one_hot=False,
-        raw=False,
-        cache=True,
-        cache_dir=None,
-        mmap=False,
-        max_memory=None,
-        mirrors=None,
-        progress=None,
-        shard=None,
-    ):
-        """``(x, y)`` of one split, or of a slice of it.
+    def _fetch(self, cache_dir, mirrors, progress) -> dict[str, Path]:
+        from .. import _fetch
 
-        Parameters
-        ----------
-        split : str
-            ``"train"`` or ``"test"``, optionally sliced TFDS-style: ``"train[:6000]"``,
-            ``"train[10%:20%]"``, ``"test[-1000:]"``. Bounds are row numbers (negative ones count
-            from the end) or whole percentages from -100 to 100; a percentage ``p`` of ``n`` rows is
-            row ``round(p * n / 100)`` (exact arithmetic, ties to even: TFDS's ``closest``
-            rounding), then Python slice rules apply. Only the needed frames of the cache are
-            decoded.
-        path : str or os.PathLike, optional
-            A directory holding the four IDX files (gzipped or not, ``-idx`` or ``.idx``
-            spellings) or a Keras-format ``.npz`` file. Default: the downloaded copy.
-        dtype, normalize, mean, std, layout
-            As for :func:`fastidx.read_idx`; they apply to the images.
-        one_hot : bool
-            Labels as float32 one-hot rows (``np.eye(classes, dtype="float32")[y]``).
-        raw : bool
-            EMNIST only: keep the images transposed, as NIST stores them.
-        cache : bool
-            Keep the decoded arrays in the cache directory (zstd-compressed) after the first load,
-            so that later loads skip parsing; an entry is keyed by its source file's SHA-256.
-        cache_dir : str or os.PathLike, optional
-            Cache directory (default: ``$FASTIDX_HOME`` or the user cache directory).
-        mmap : bool
-            Return copy-on-write memory maps of uncompressed cache files (written on first use):
-            a load costs well under a millisecond and processes share one physical copy; writes to
-            the arrays stay private. Needs ``cache=True``; ``.npz`` sources are loaded normally.
-        max_memory : int, optional
-            Refuse, with :class:`fastidx.cache.MemoryLimitError` (a ``MemoryError`` and a
-            ``ValueError``) raised before allocating, a load whose arrays would take more bytes.
-            Memory maps cost no private memory and are not counted.
-        shard : (int, int), optional
-            ``(index, count)``, e.g. ``(rank, world_size)``: only the ``index``-th of ``count``
-            contiguous blocks of the split's rows (sizes differing by at most one), decoding only
-            those; the ``count`` shards together hold every row exactly once.
+        return _fetch.fetch(self.name, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
+
+    def _keras_cache_file(self, name: str, cache_dir, mirrors, progress) -> dict[str, Path]:
+        """What Keras's ``load_data(path=name)`` means: the pinned archive, kept as ``name`` in
+        Keras's cache directory (downloaded there when missing or when its hash is wrong).
+
+        fastidx writes nothing outside its own cache: the Keras file is used when it is the
+        pinned one, else the dataset comes from fastidx's own files (the same arrays).
+        """
+        pinned = self.spec.keras_npz
+        if name == pinned.name:
+            # The fetcher already looks there (hash-checked, remembered in its manifest).
+            return self._fetch(cache_dir, mirrors, progress)
+        from .. import _fetch
+
+        candidate = _fetch._keras_datasets() / name
+        if candidate.is_file():
+            import hashlib
+
+            with open(candidate, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+            if digest == pinned.sha256:
+                return {"npz": candidate}
+            import warnings
+
+            warnings.warn(
+                f"{candidate} is not the {pinned.name} Keras pins (sha256 {digest}, expected "
+                f"{pinned.sha256}); Keras would download it again, fastidx leaves it alone and "
+                f"loads {self.name} from its own cache",
+                CacheWarning,
+                stacklevel=_caller_stacklevel(),
+            )
+        return self._fetch(cache_dir, mirrors, progress)
+
+    def _check_headers(self, found: dict[str, Path]) -> None:
+        """Roles and counts of a directory's files, from their headers, before decoding anything."""
+        from .. import _idx
+
+        for images_role, labels_role in SPLITS.values():
+            if images_role in found and labels_role in found:
+                images, labels = found[images_role], found[labels_role]
+                check_pair(str(images), _idx.read_header(images).shape,
+                           str(labels), _idx.read_header(labels).shape)
+
+    # -- loading
+
+    @documented
+    def load_data(self, path=None, *, dtype=None, normalize=False, mean=None, std=None,
+                  layout=None, one_hot=False, raw=False, cache=True, cache_dir=None, mmap=False,
+                  max_memory=None, mirrors=None, progress=None, shard=None):
+        """``((x_train, y_train), (x_test, y_test))``, as ``keras.datasets`` returns them.
+
+        ``max_memory`` bounds both splits together.
+
+        Returns
+        -------
+        ((numpy.ndarray, numpy.ndarray), (numpy.ndarray, numpy.ndarray))
+            ``(x_train, y_train), (x_test, y_test)``.
+        """
+        from . import _shard
+
+        options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout,
+                       one_hot=one_hot, raw=raw, cache=cache, cache_dir=cache_dir, mmap=mmap)
+        _check_options(self.name, options)
+        everything = _shard.narrow(lambda n: (0, n), _shard.check(shard, self.name))
+        files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
+        refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
+        train = self._load("train", everything, files, refetch, max_memory=max_memory, **options)
+        if max_memory is not None and not mmap:
+            max_memory -= sum(a.nbytes for a in train)
+        test = self._load("test", everything, files, refetch, max_memory=max_memory, **options)
+        return train, test
+
+    @documented
+    def load(self, split, path=None, *, dtype=None, normalize=False, mean=None, std=None,
+             layout=None, one_hot=False, raw=False, cache=True, cache_dir=None, mmap=False,
+             max_memory=None, mirrors=None, progress=None, shard=None):
+        """``(x, y)`` of one split, or of a slice of it.
 
         Returns
         -------
@@ -220,89 +410,67 @@ class Dataset:
         >>> x.shape, x.dtype, y.shape
         ((100, 28, 28), dtype('float32'), (100,))
         """
+        from . import _shard
+
         name, select = parse_split(split, self.name)
         select = _shard.narrow(select, _shard.check(shard, self.name))
-        files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
-        images_role, labels_role = SPLITS[name]
-        options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout)
+        options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout,
+                       one_hot=one_hot, raw=raw, cache=cache, cache_dir=cache_dir, mmap=mmap)
+        _check_options(self.name, options)
+        files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
+                           progress=progress)
+        refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
+        return self._load(name, select, files, refetch, max_memory=max_memory, **options)
+
+    def _refetcher(self, path, files, cache_dir, mirrors, progress):
+        """How to get fresh copies of downloaded files (None for the caller's own files)."""
         if "npz" in files:
-            return self._load_npz(files["npz"], images_role, labels_role, select, raw=raw,
-                                  one_hot=one_hot, max_memory=max_memory, **options)
-        refetch = None
-        if path is None:
-            def refetch():
-                return self.files(cache_dir=cache_dir, mirrors=mirrors, progress=progress)
+            return None
+        if path is not None and not (self.spec.keras_npz is not None
+                                     and _is_bare_npz_name(os.fsdecode(os.fspath(path)))):
+            return None
+        return lambda: self._fetch(cache_dir, mirrors, progress)
+
+    def _load(self, name, select, files, refetch, *, dtype, normalize, mean, std, layout,
+              one_hot, raw, cache, cache_dir, mmap, max_memory):
+        from .. import _cache
+
+        conversion = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout)
+        images_role, labels_role = SPLITS[name]
+        if "npz" in files:
+            return self._load_npz(files["npz"], name, select, raw=raw, one_hot=one_hot,
+                                  max_memory=max_memory, **conversion)
         common = dict(select=select, cache=cache, cache_dir=cache_dir, mmap=mmap,
                       dataset=self.name)
         # Labels first: they are small, and their size tells what the images may take.
         y, ny = self._array(files[labels_role], refetch, max_memory=max_memory,
-                            what=f"{self.name} {split!r} labels", **common)
+                            what=f"{self.name} {name!r} labels", **common)
         budget = None if max_memory is None or mmap else max_memory - y.nbytes
         if one_hot:
-            hot = y.shape[0] * self._classes(y) * 4
-            _cache.check_budget(hot + y.nbytes, max_memory, f"{self.name} {split!r} one-hot labels")
+            self._check_labels(y, files[labels_role])
+            hot = y.shape[0] * len(self.class_names) * 4
+            _cache.check_budget(hot + y.nbytes, max_memory, f"{self.name} {name!r} one-hot labels")
             budget = None if budget is None else budget - hot
         x, nx = self._array(files[images_role], refetch, upright=self.spec.transposed and not raw,
-                            max_memory=budget, what=f"{self.name} {split!r} images",
-                            **common, **options)
+                            max_memory=budget, what=f"{self.name} {name!r} images",
+                            **common, **conversion)
         if nx != ny:
             raise IDXError(
                 str(files[images_role]), f"holds {nx} images but {files[labels_role]} holds {ny} labels"
             )
         if one_hot:
-            y = self.one_hot(y)
+            y = one_hot_rows(y, len(self.class_names))
         return x, y
 
-    def load_data(self, path=None, *, max_memory=None, **options):
-        """``((x_train, y_train), (x_test, y_test))``, as ``keras.datasets`` returns them.
-
-        Takes the options of :meth:`load`; ``max_memory`` bounds both splits together.
-        """
-        train = self.load("train", path, max_memory=max_memory, **options)
-        if max_memory is not None and not options.get("mmap"):
-            max_memory -= sum(a.nbytes for a in train)
-        return train, self.load("test", path, max_memory=max_memory, **options)
-
-    def iter_batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle=False,
-        seed=None,
-        drop_remainder=False,
-        shard=None,
-        epoch=None,
-        path=None,
-        dtype=None,
-        normalize=False,
-        mean=None,
-        std=None,
-        layout=None,
-        one_hot=False,
-        raw=False,
-        cache=True,
-        cache_dir=None,
-        max_memory=None,
-        mirrors=None,
-        progress=None,
-    ):
+    @documented
+    def iter_batches(self, split, batch_size, *, shuffle=False, seed=None, drop_remainder=False,
+                     shard=None, epoch=None, path=None, dtype=None, normalize=False, mean=None, std=None, layout=None,
+                     one_hot=False, raw=False, cache=True, cache_dir=None, max_memory=None,
+                     mirrors=None, progress=None):
         """Yield ``(x, y)`` batches of a split (or slice) without ever holding all of it.
 
         Each batch is a new array; in between, at most one zstd frame (about 1 MiB of decoded
-        rows) is held. ``shuffle=True`` visits the rows in the order of one global permutation,
-        ``numpy.random.default_rng(seed).permutation(rows)``, gathering each batch's rows from the
-        uncompressed cache file (written on first use; a temporary file when ``cache=False``),
-        so every row comes exactly once per pass and a seed always gives the same order.
-        ``drop_remainder=True`` drops a last batch smaller than ``batch_size``. The other options
-        are those of :meth:`load`; ``max_memory`` bounds one batch plus the working buffers.
-
-        ``shard=(index, count)`` (e.g. ``(rank, world_size)``) yields only one rank's rows: in
-        order, the ``index``-th contiguous block (as :meth:`load`); shuffled, the stride
-        ``perm[index::count]`` of the permutation every rank draws alike (as
-        ``torch.utils.data.DistributedSampler``, without padding), which needs a ``seed``. With
-        ``epoch=e`` the permutation is seeded by ``seed + e``: a new order each epoch, the same on
-        every rank. Each epoch the ``count`` shards together hold every row exactly once.
+        rows) is held.
 
         Examples
         --------
@@ -314,6 +482,8 @@ class Dataset:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+        from . import _shard
+
         name, select = parse_split(split, self.name)
         shard = _shard.check(shard, self.name)
         permute = None
@@ -322,35 +492,63 @@ class Dataset:
         else:
             _shard.seed_of(0, epoch, None, self.name)  # a bad epoch fails even in order
             select = _shard.narrow(select, shard)
-        _idx.layout_shape((0, 1, 1), layout)  # a bad layout fails now, not at the first batch
-        files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
-        images_role, labels_role = SPLITS[name]
         options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout)
+        _check_options(self.name, options)
+        files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
+                           progress=progress)
+        images_role, labels_role = SPLITS[name]
+        classes = len(self.class_names)
+        hot = (lambda labels: one_hot_rows(labels, classes)) if one_hot else None
         if "npz" in files:
-            x, y = self._load_npz(files["npz"], images_role, labels_role, select, raw=raw,
-                                  one_hot=False, max_memory=max_memory)
-            return _npz_batches(x, y, int(batch_size), permute, drop_remainder,
-                                self.one_hot if one_hot else None, options)
+            x, y = self._load_npz(files["npz"], name, select, raw=raw, one_hot=False,
+                                  max_memory=max_memory)
+            if one_hot:
+                self._check_labels(y, files["npz"])
+            return _npz_batches(x, y, int(batch_size), permute, drop_remainder, hot, options)
+        from .. import _cache
+
         y, ny = _cache.load_array(files[labels_role], select=select, cache=cache,
                                   cache_dir=cache_dir, dataset=self.name)
-        classes = self._classes(y) if one_hot else None
+        if one_hot:
+            self._check_labels(y, files[labels_role])
         return _cache.iter_batches(
             files[images_role], y, ny, int(batch_size), select=select, shuffle=shuffle, seed=seed,
             permute=permute,
             drop_remainder=drop_remainder, upright=self.spec.transposed and not raw, cache=cache,
-            cache_dir=cache_dir, max_memory=max_memory, dataset=self.name,
-            one_hot=(lambda labels: _one_hot(labels, classes)) if one_hot else None,
+            cache_dir=cache_dir, max_memory=max_memory, dataset=self.name, one_hot=hot,
             label_row_bytes=4 * classes if one_hot else y.itemsize,
             labels_name=str(files[labels_role]), **options,
         )
 
     def one_hot(self, labels: np.ndarray) -> np.ndarray:
-        """float32 one-hot rows, as ``keras.utils.to_categorical`` makes them."""
-        return _one_hot(labels, self._classes(labels))
+        """float32 one-hot rows, as ``keras.utils.to_categorical`` makes them (labels checked)."""
+        labels = np.asarray(labels)
+        self._check_labels(labels, "the labels")
+        return one_hot_rows(labels, len(self.class_names))
+
+    def _check_labels(self, labels: np.ndarray, source) -> None:
+        """One-hot rows need integer labels in ``range(classes)``; anything else is refused."""
+        classes = len(self.class_names)
+        if labels.dtype.kind not in "iu":
+            raise ValueError(
+                f"{self.name}: {source} holds {labels.dtype} labels; one_hot=True needs integer "
+                f"class numbers from 0 to {classes - 1}"
+            )
+        if labels.ndim != 1:
+            raise ValueError(f"{self.name}: {source} holds labels of shape {labels.shape}, not 1-D")
+        if labels.size:
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= classes:
+                raise ValueError(
+                    f"{self.name}: {source} holds label {low if low < 0 else high}; one_hot=True "
+                    f"needs labels from 0 to {classes - 1} ({classes} classes)"
+                )
 
     def _array(self, file: Path, refetch, **options):
         """``(array, rows in the file)`` of one file; ``refetch`` (or None) gets a fresh copy of a
         downloaded file."""
+        from .. import _cache
+
         try:
             return _cache.load_array(file, **options)
         except IDXError:
@@ -364,44 +562,149 @@ class Dataset:
             file = next(p for p in refetch().values() if p.name == file.name)
             return _cache.load_array(file, **options)
 
-    def _classes(self, labels: np.ndarray) -> int:
-        classes = len(self.class_names)
-        if labels.size and int(labels.max()) >= classes:
-            classes = int(labels.max()) + 1
-        return classes
+    # -- Keras-format .npz archives
 
-    def _load_npz(self, file, images_role, labels_role, select, *, raw, one_hot, max_memory,
-                  **options):
-        x, y = self._from_npz(file, images_role, labels_role)
-        if x.shape[0] != y.shape[0]:
-            raise IDXError(str(file), f"holds {x.shape[0]} images but {y.shape[0]} labels")
-        start, stop = select(x.shape[0])
-        x, y = x[start:stop], y[start:stop]
-        target, _ = _cache.conversion(x.dtype, options.get("dtype"), options.get("normalize"),
-                                      options.get("mean"), options.get("std"))
-        hot = y.shape[0] * self._classes(y) * 4 if one_hot else 0
-        _cache.check_budget(x.size * target.itemsize + y.nbytes + hot, max_memory,
-                            f"{self.name} arrays from {file.name}")
-        x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        if self.spec.transposed and not raw and x.ndim == 3:
-            self._upright(x)
-        x = _idx.convert_uint8(x, **options)
-        return x, (self.one_hot(y) if one_hot else y)
+    def _load_npz(self, file: Path, split: str, select, *, raw, one_hot, max_memory,
+                  **conversion):
+        """Rows ``select(n)`` of an ``.npz``'s ``x_<split>`` and ``y_<split>``, converted.
 
-    @staticmethod
-    def _upright(x: np.ndarray) -> np.ndarray:
-        """EMNIST stores every image transposed; put them upright in place, a block at a time."""
-        block = 4096
-        for start in range(0, x.shape[0], block):
-            part = x[start : start + block]
-            part[...] = part.transpose(0, 2, 1).copy()
-        return x
+        Each member's npy header (and the archive's record of its size) is read first, so a
+        mismatch or a load over ``max_memory`` is refused before anything is inflated; then only
+        the selected rows are inflated into their arrays.
+        """
+        import zipfile
+        import zlib
 
-    def _from_npz(self, file: Path, images_role: str, labels_role: str):
+        from .. import _cache, _idx
+
+        keys = (f"x_{split}", f"y_{split}")
         try:
-            with np.load(file, allow_pickle=False) as npz:
-                return npz[NPZ_KEYS[images_role]], npz[NPZ_KEYS[labels_role]]
-        except KeyError as exc:
-            raise IDXError(str(file), f"is not a Keras-format dataset archive: no {exc}") from None
-        except (OSError, ValueError) as exc:
+            with zipfile.ZipFile(file) as archive:
+                members = [_NpyMember(archive, key, file) for key in keys]
+                xm, ym = members
+                check_pair(f"{file}[{xm.key}]", xm.shape, f"{file}[{ym.key}]", ym.shape)
+                start, stop = select(xm.shape[0])
+                rows = stop - start
+                if conversion:
+                    target = _idx.resolve_dtype(xm.dtype.newbyteorder("="), conversion.get("dtype"),
+                                                conversion.get("normalize"), conversion.get("mean"),
+                                                conversion.get("std"))
+                    _idx.layout_shape(tuple(xm.shape), conversion.get("layout"))
+                    converted = 0 if target == xm.dtype else rows * xm.row_items * target.itemsize
+                else:
+                    converted = 0
+                hot = rows * len(self.class_names) * 4 if one_hot else 0
+                need = rows * (xm.row_bytes + ym.row_bytes) + converted + hot + xm.fortran_bytes
+                _cache.check_budget(need, max_memory, f"{self.name} arrays from {file.name}")
+                y = ym.read(start, stop)
+                if one_hot:
+                    self._check_labels(y, f"{file}[{ym.key}]")
+                x = xm.read(start, stop)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+                RuntimeError) as exc:  # damaged, truncated, encrypted or exotic archives
             raise IDXError(str(file), f"cannot be read as an .npz archive: {exc}") from None
+        if self.spec.transposed and not raw and x.ndim == 3:
+            _upright(x)
+        if conversion:
+            x = _idx.convert_uint8(x, **conversion)
+        return x, (one_hot_rows(y, len(self.class_names)) if one_hot else y)
+
+
+def _upright(x: np.ndarray) -> np.ndarray:
+    """EMNIST stores every image transposed; put them upright in place, a block at a time."""
+    block = 4096
+    for start in range(0, x.shape[0], block):
+        part = x[start : start + block]
+        part[...] = part.transpose(0, 2, 1).copy()
+    return x
+
+
+class _NpyMember:
+    """One array of an open ``.npz``: its npy header, checked against the archive's size record."""
+
+    def __init__(self, archive, key: str, file: Path):
+        self.archive, self.key, self.file = archive, key, file
+        try:
+            self.info = archive.getinfo(key + ".npy")
+        except KeyError:
+            raise IDXError(str(file), f"is not a Keras-format dataset archive: no {key!r}") from None
+        fmt = np.lib.format
+        with archive.open(self.info) as f:
+            try:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = fmt.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"npy format version {version} is not supported")
+            except ValueError as exc:
+                raise IDXError(str(file), f"member {key}.npy has a bad npy header: {exc}") from None
+            self.offset = f.tell()
+        if dtype.hasobject or dtype.itemsize == 0 or len(shape) == 0:
+            raise IDXError(str(file), f"member {key}.npy holds {dtype} data of shape {shape}, "
+                                      f"not an array of numbers")
+        self.shape, self.dtype, self.fortran = tuple(shape), dtype, bool(fortran) and len(shape) > 1
+        self.row_items = math.prod(self.shape[1:])
+        self.row_bytes = self.row_items * dtype.itemsize
+        need = self.shape[0] * self.row_bytes
+        have = self.info.file_size - self.offset
+        if have != need:
+            raise IDXError(
+                str(file),
+                f"member {key}.npy declares {'x'.join(map(str, self.shape))} {dtype} = {need} bytes "
+                f"but holds {have}",
+            )
+        # A Fortran-ordered array is read whole and then sliced.
+        self.fortran_bytes = need if self.fortran else 0
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` in native byte order, inflating only what they need (all of
+        a Fortran-ordered array)."""
+        native = self.dtype.newbyteorder("=")
+        with self.archive.open(self.info) as f:
+            if self.fortran:
+                whole = np.empty(self.shape[::-1], native)
+                self._fill(f, self.offset, whole)
+                out = np.ascontiguousarray(whole.T[start:stop])
+            else:
+                out = np.empty((stop - start,) + self.shape[1:], native)
+                self._fill(f, self.offset + start * self.row_bytes, out)
+        if native != self.dtype and native.itemsize > 1:
+            out.byteswap(inplace=True)
+        return out
+
+    def _fill(self, f, offset: int, out: np.ndarray) -> None:
+        # Skip to ``offset`` a chunk at a time (ZipExtFile.seek would inflate 16 MiB per step).
+        skipped = 0
+        while skipped < offset:
+            chunk = f.read(min(_NPZ_CHUNK, offset - skipped))
+            if not chunk:
+                raise IDXError(str(self.file), f"member {self.key}.npy ends after "
+                                               f"{skipped - self.offset} of its bytes")
+            skipped += len(chunk)
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        done = 0
+        while done < len(view):
+            chunk = f.read(min(_NPZ_CHUNK, len(view) - done))
+            if not chunk:
+                raise IDXError(str(self.file), f"member {self.key}.npy ends after "
+                                               f"{offset - self.offset + done} of its bytes")
+            view[done : done + len(chunk)] = chunk
+            done += len(chunk)
+
+
+def _is_bare_npz_name(text: str) -> bool:
+    """A file name with no directory part, ending in ``.npz`` (Keras's ``path="mnist.npz"``)."""
+    return (text.endswith(".npz") and os.path.basename(text) == text
+            and not (os.altsep and os.altsep in text))
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside fastidx."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastidx."):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -376,7 +376,8 @@ def test_concurrent_reads(tmp_path):
     jobs = [
         (path, {"normalize": True}, x.astype(np.float32) / np.float32(255)),
         (path, {}, x),
-        (raw, {"dtype": np.float64, "mean": 3.0, "std": 2.0}, (x.astype(np.float64) - 3.0) / 2.0),
+        (raw, {"dtype": np.float64, "mean": 0.5, "std": 2.0},
+         (x.astype(np.float64) / 255 - 0.5) / 2.0),
         (raw, {"layout": "NCHW"}, x[:, None]),
     ] * 8
     with ThreadPoolExecutor(8) as pool:

@@ -8,6 +8,7 @@ headers must be refused before anything large is allocated.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def test_corpus_file(case, kind):
     else:
         with pytest.raises(fastidx.IDXError) as excinfo:
             fastidx.read_idx(source)
-    check_error(excinfo, expected_type, name, case.facts)
+    streamed = kind == "nonseekable" and case.stream_facts is not None
+    check_error(excinfo, expected_type, name, case.stream_facts if streamed else case.facts)
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in CASES])
@@ -451,3 +453,172 @@ def test_forged_isize_commits_no_memory_for_the_declared_size():
     result = _run_isolated(PEAK_RSS_PROBE.format(forge=True))
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout) < 16 << 20, f"peak RSS grew by {int(result.stdout)} bytes"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fail fast: a stream's header before its body, a bounded look at trailing data, no MemoryError
+# for a forged gzip trailer.
+
+
+class CountingStream(io.RawIOBase):
+    """A non-seekable stream of ``head`` then ``tail_size`` bytes made on demand (``fill``),
+    counting what it hands out."""
+
+    def __init__(self, head: bytes, tail_size: int, fill: int = 0):
+        self._head = head
+        self._size = len(head) + tail_size
+        self._fill = fill
+        self.served = 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = min(len(b), self._size - self.served, 1 << 20)
+        start = self.served
+        in_head = max(0, min(n, len(self._head) - start))
+        b[:in_head] = self._head[start : start + in_head]
+        b[in_head:n] = bytes([self._fill]) * (n - in_head)
+        self.served += n
+        return n
+
+
+class CountingFile(io.BytesIO):
+    """A seekable in-memory file that counts the bytes read from it."""
+
+    served = 0
+
+    def read(self, n=-1):
+        data = super().read(n)
+        self.served += len(data)
+        return data
+
+    def readinto(self, b):
+        n = super().readinto(b)
+        self.served += n
+        return n
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_stream_header_is_checked_before_the_body_is_read(gz):
+    # 64 MiB follow a header that is not IDX: the error comes after the first small read.
+    head = b"PK\x03\x04" + bytes(100)
+    stream = CountingStream(ref.gzip_member(head) if gz else head, 64 << 20, fill=0x41)
+    tracemalloc.start()
+    try:
+        with pytest.raises(fastidx.IDXError) as excinfo:
+            fastidx.read_idx(stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    check_error(excinfo, fastidx.IDXHeaderError, "<stream>", ("not an IDX file",))
+    assert stream.served <= 1 << 20, f"{stream.served} bytes read before the header was judged"
+    assert peak < 4 << 20
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_stream_with_a_lying_size_costs_only_what_arrives(gz, normalize):
+    # A header declaring 4 GiB on a stream that holds 1 MB: refused when the stream ends, having
+    # allocated about what arrived (blocks that grow with the data), never the declared size.
+    body = np.random.default_rng(1).integers(0, 256, 1_000_000, dtype=np.uint8).tobytes()
+    data = ref.idx_header(0x08, (1, 65536, 65536)) + body
+    stream = ref.NonSeekable(ref.gzip_member(data) if gz else data, chunk=1 << 16)
+    tracemalloc.start()
+    try:
+        with pytest.raises(fastidx.IDXError) as excinfo:
+            fastidx.read_idx(stream, normalize=normalize)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    check_error(excinfo, fastidx.IDXTruncatedError, "<stream>",
+                ("1x65536x65536 uint8 = 4294967296 bytes", "ends after 1000000"))
+    assert peak < 6 << 20, f"peak traced memory {peak} bytes for 1 MB of data"
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_stream_reads_match_file_reads(gz, normalize):
+    # Streams are decoded in growing blocks: several of them here, every value in its place.
+    x = np.random.default_rng(2).integers(0, 256, (3, 500, 700), dtype=np.uint8)
+    data = fastidx.write_idx(None, x, compress=gz)
+    got = fastidx.read_idx(ref.NonSeekable(data, chunk=1 << 16), normalize=normalize)
+    assert ref.same(got, fastidx.read_idx(data, normalize=normalize))
+    y = np.random.default_rng(3).normal(size=(1000, 131)).astype(np.float64)
+    got = fastidx.read_idx(ref.NonSeekable(fastidx.write_idx(None, y, compress=gz)), dtype=np.float32)
+    assert ref.same(got, y.astype(np.float32))
+
+
+def test_stream_trailing_data_is_reported_after_a_bounded_look():
+    data = ref.write(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    stream = CountingStream(data, 64 << 20)
+    with pytest.raises(fastidx.IDXError) as excinfo:
+        fastidx.read_idx(stream)
+    check_error(excinfo, fastidx.IDXTrailingDataError, "<stream>",
+                ("2x3 uint8 = 6 bytes", "at least 65536 more bytes"))
+    assert stream.served <= 1 << 20
+
+
+def _zero_members(megabytes: int) -> bytes:
+    """gzip members that decode to ``megabytes`` MiB of zeros, about 1 KB of file per MiB."""
+    member = ref.gzip_member(bytes(16 << 20), level=9)
+    return member * (megabytes // 16)
+
+
+def test_trailing_data_is_reported_without_inflating_it():
+    # 4 MB of gzip after a valid IDX member that would inflate to 4 GiB: reported after reading
+    # about one input chunk, whatever decodes after it.
+    good = ref.gzip_member(ref.write(np.arange(6, dtype=np.uint8).reshape(2, 3)))
+    f = CountingFile(good + _zero_members(4096))
+    assert len(f.getvalue()) > 4_000_000
+    with pytest.raises(fastidx.IDXError) as excinfo:
+        fastidx.read_idx(f)
+    check_error(excinfo, fastidx.IDXTrailingDataError, "<stream>",
+                ("2x3 uint8 = 6 bytes", "at least 65536 more bytes come after the payload"))
+    assert f.served <= 2 << 20, f"{f.served} bytes read to report trailing data"
+
+
+def test_short_trailing_data_is_counted_exactly():
+    good = ref.write(np.arange(6, dtype=np.uint8).reshape(2, 3))
+    for tail in (b"\x00", bytes(65535)):
+        with pytest.raises(fastidx.IDXError) as excinfo:
+            fastidx.read_idx(ref.gzip_member(good + tail))
+        check_error(excinfo, fastidx.IDXTrailingDataError, "<bytes>",
+                    (f"but {len(tail)} more bytes come after the payload",))
+
+
+def test_forged_gzip_trailer_size_is_an_idx_error_not_memory_error():
+    """A 4.3 MB gzip whose header declares 4 GiB and whose trailer ISIZE is forged to agree:
+    with the address space capped so that 4 GiB cannot be reserved, read_idx must still raise an
+    IDXError (it decodes the stream once when the allocation is refused, and meets the forgery)."""
+    result = _run_isolated(
+        """
+        import resource, struct, sys
+        sys.path.insert(0, ".")
+        import numpy as np
+        import fastidx
+        import reference as ref
+
+        def vm_size():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+
+        body = np.random.default_rng(0).integers(0, 256, 4_300_000, dtype=np.uint8).tobytes()
+        data = bytearray(ref.gzip_stored(ref.idx_header(0x08, (1, 65536, 65536)) + body))
+        data[-4:] = struct.pack("<I", (16 + 65536 * 65536) % 2**32)
+        data = bytes(data)
+        limit = vm_size() + (1 << 30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        for kwargs in ({}, {"normalize": True}):
+            try:
+                fastidx.read_idx(data, **kwargs)
+                sys.exit("accepted")
+            except fastidx.GzipError as exc:
+                assert "ISIZE does not match" in str(exc), exc
+            except MemoryError as exc:
+                sys.exit(f"MemoryError: {exc}")
+        print("ok")
+        """
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.stdout, result.stderr[-3000:])

@@ -2,7 +2,7 @@
 
 An IDX file is ``00 00 <type code> <ndim>``, ``ndim`` big-endian uint32 dimensions, then the values in
 big-endian C order. fastidx decodes the payload straight into the final array: gzip is inflated in
-chunks by :class:`fastidx._native.Inflater`, and uint8 data bound for another dtype goes through a
+chunks by ISA-L or zlib (:mod:`fastidx._inflate` chooses), and uint8 data bound for another dtype goes through a
 256-entry lookup table (:func:`fastidx._native.lut_map`) built with the very NumPy expression the
 caller would have written, so the results are bit-identical to it.
 """
@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _native
+from . import _inflate, _native
 from ._errors import (
     GzipError,
     IDXError,
@@ -51,6 +51,9 @@ _MAX_DEFLATE_RATIO = 1032
 # Output arrays start on a 64-byte boundary (a cache line, the widest SIMD register).
 _ALIGN = 64
 _READ_CHUNK = 1 << 20  # compressed bytes read from a file per call
+_STREAM_FIRST = 1 << 16  # bytes of a non-seekable stream read before its header is checked
+_STREAM_BLOCK = 16 << 20  # a stream's payload is decoded in blocks of this size (see read_idx)
+_TRAILING_PROBE = 1 << 16  # at most this many bytes after the payload are decoded to report them
 _MAP_CHUNK = 1 << 18  # uint8 bytes decoded per lookup-table pass: stays in L2 cache
 _PREFAULT_MIN = 8 << 20  # below this, a thread costs more than the faults it saves
 _PREFAULT_STEP = 2 << 20  # pages faulted in per system call
@@ -90,11 +93,17 @@ class _EndOfInput(Exception):
 
 
 class _Input:
-    """The compressed (or raw) bytes of a source: their total size and a way to read them in chunks."""
+    """The compressed (or raw) bytes of a source: their total size and a way to read them in chunks.
+
+    A non-seekable stream (or a file object without ``readinto``) is read only as the decoder asks
+    for it, so that a bad header is refused after the first chunk; its ``size`` is ``None`` and
+    it cannot be read again (``replayable`` is False).
+    """
 
     def __init__(self, source, name: str):
         self.name = name
         self._file = None
+        self._stream = None
         self._owned = False
         self._data: memoryview | None = None
         if isinstance(source, (str, os.PathLike)):
@@ -112,25 +121,34 @@ class _Input:
                 f"read_idx() needs a path, a bytes-like object or a binary file object, "
                 f"not {type(source).__name__}"
             )
+        self._pos = 0
+        self._buffer = None
+        self._head = b""  # stream bytes read ahead by peek() and not handed out yet
         if self._file is not None and not (_seekable(self._file) and hasattr(self._file, "readinto")):
-            # A stream whose size we cannot see: read its (compressed) bytes first, so that the
-            # header can be checked against what really exists before anything large is allocated.
-            # (Likewise a file-like object with no readinto().)
-            self._data = memoryview(_read_all(self._file)).cast("B")
-            self._close_file()
-        if self._data is not None:
+            self._stream, self._file = self._file, None
+            self.size = None
+        elif self._data is not None:
             self.size = len(self._data)
             self._start = 0
         else:
             self._start = self._file.tell()
             self.size = self._file.seek(0, io.SEEK_END) - self._start
             self._file.seek(self._start)
-        self._pos = 0
-        self._buffer = None
+        self.replayable = self._stream is None
         self.is_gzip = self.peek(0, 2) == _GZIP_MAGIC
 
     def peek(self, offset: int, n: int) -> bytes:
-        """``n`` bytes at ``offset`` without moving the read position."""
+        """``n`` bytes at ``offset`` without moving the read position (streams: from the start
+        only, before anything was read)."""
+        if self._stream is not None:
+            if self._pos or offset:
+                raise RuntimeError("a stream can only be peeked at its start")
+            while len(self._head) < n:
+                more = self._stream.read(max(n - len(self._head), _STREAM_FIRST))
+                if not more:
+                    break
+                self._head += more
+            return self._head[:n]
         if self._data is not None:
             return bytes(self._data[offset : offset + n])
         here = self._file.tell()
@@ -147,21 +165,45 @@ class _Input:
             self._pos += n
             return n
         got = 0
+        if self._head:
+            got = min(len(dst), len(self._head))
+            dst[:got] = self._head[:got]
+            self._head = self._head[got:]
         while got < len(dst):
-            n = self._file.readinto(dst[got:])
+            n = self._read_some(dst[got:])
             if not n:
                 break
             got += n
         self._pos += got
         return got
 
+    def _read_some(self, dst: memoryview) -> int:
+        if self._file is not None:
+            return self._file.readinto(dst)
+        data = self._stream.read(len(dst))
+        if not data:
+            return 0
+        dst[: len(data)] = data
+        return len(data)
+
     def next_chunk(self):
         """Gzip sources: the next piece of compressed input, or ``None`` at the end."""
         if self._data is not None:
             if self._pos >= self.size:
                 return None
+            chunk = self._data[self._pos :]
             self._pos = self.size
-            return self._data
+            return chunk
+        if self._head:
+            chunk, self._head = self._head, b""
+            self._pos += len(chunk)
+            return chunk
+        if self._stream is not None:
+            chunk = self._stream.read(_READ_CHUNK)
+            if not chunk:
+                return None
+            self._pos += len(chunk)
+            return chunk
         if self._buffer is None:
             self._buffer = bytearray(min(_READ_CHUNK, max(self.size, 1)))
         n = self._file.readinto(self._buffer)
@@ -170,13 +212,11 @@ class _Input:
         self._pos += n
         return memoryview(self._buffer)[:n]
 
-    def _close_file(self):
+    def close(self):
         if self._owned and self._file is not None:
             self._file.close()
         self._file = None
-
-    def close(self):
-        self._close_file()
+        self._stream = None
         self._data = None
 
     def __enter__(self):
@@ -201,22 +241,26 @@ def _seekable(f) -> bool:
         return False
 
 
-def _read_all(f) -> bytes:
-    parts = []
-    while True:
-        chunk = f.read(_READ_CHUNK)
-        if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
-
-
 class _Decoded:
-    """The decoded IDX byte stream of an :class:`_Input`: exact reads and a final completeness check."""
+    """The decoded IDX byte stream of an :class:`_Input`: exact reads and a final completeness check.
 
-    def __init__(self, inp: _Input):
+    gzip is inflated by ISA-L when ``fastidx._inflate`` says so, else by zlib. Anything ISA-L
+    refuses (or a member header it would judge differently) is decoded again by zlib from the start
+    of the stream, and zlib's verdict stands: the errors, and what is accepted, are zlib's.
+    """
+
+    def __init__(self, inp):
         self.inp = inp
         self.offset = 0  # decoded bytes handed out so far
-        self._inflater = _native.Inflater() if inp.is_gzip else None
+        self._chunks = inp  # where compressed chunks come from (a replay once zlib takes over)
+        self._inflater = _inflate.new_inflater(inp.replayable) if inp.is_gzip else None
+
+    @property
+    def inflater(self) -> str | None:
+        """``"isal"``, ``"zlib"``, or ``None`` for raw input."""
+        if self._inflater is None:
+            return None
+        return "zlib" if isinstance(self._inflater, _native.Inflater) else "isal"
 
     def read_exact(self, dst: np.ndarray) -> None:
         """Fill the uint8 array ``dst`` with the next decoded bytes, or raise :class:`_EndOfInput`."""
@@ -224,10 +268,29 @@ class _Decoded:
         if self._inflater is None:
             got = self.inp.readinto(memoryview(dst))
         else:
-            got = self._inflate(dst)
+            try:
+                got = self._inflate(dst)
+            except _ZlibMustJudge:
+                self._hand_over_to_zlib()
+                got = self._inflate(dst)
         self.offset += got
         if got < want:
             raise _EndOfInput(got)
+
+    def _hand_over_to_zlib(self) -> None:
+        """Decode the stream again with zlib from its start, up to where the decoder stands."""
+        self._chunks = _Replay(self.inp)
+        self._inflater = _native.Inflater()
+        scratch, skipped = np.empty(_MAP_CHUNK, np.uint8), 0
+        while skipped < self.offset:
+            n = self._inflate(scratch[: min(scratch.shape[0], self.offset - skipped)])
+            if n == 0:
+                raise GzipError(
+                    self.inp.name,
+                    f"ISA-L and zlib disagree on this gzip stream: zlib ends it after {skipped} "
+                    f"decoded bytes, ISA-L had {self.offset}",
+                )
+            skipped += n
 
     def _inflate(self, dst: np.ndarray) -> int:
         inflater = self._inflater
@@ -237,14 +300,18 @@ class _Decoded:
             try:
                 got += inflater.inflate_into(dst[got:])
             except _native.InflateError as exc:
+                if exc.kind == "fallback":
+                    raise _ZlibMustJudge() from None
                 raise self._gzip_error(exc) from None
             if got >= want:
                 break
             if not inflater.needs_input:
                 raise GzipError(self.inp.name, "zlib made no progress on the gzip stream")
-            chunk = self.inp.next_chunk()
+            chunk = self._chunks.next_chunk()
             if chunk is None:
                 if not inflater.at_member_end:
+                    if not isinstance(inflater, _native.Inflater):
+                        raise _ZlibMustJudge()  # zlib's words for a truncated stream
                     raise GzipError(
                         self.inp.name,
                         f"gzip stream is truncated: it ends inside a compressed member after "
@@ -270,30 +337,45 @@ class _Decoded:
         message = known.get(reason, f"corrupt gzip data ({reason})")
         return GzipError(self.inp.name, f"{message} near compressed offset {exc.offset}")
 
-    def finish(self) -> None:
-        """Check that nothing follows the payload and (gzip) that the stream is complete and intact."""
-        if self._inflater is None:
-            extra = self.inp.size - self.inp._pos
+    def finish(self, header: Header) -> None:
+        """Check that nothing follows the payload and (gzip) that the stream is complete and intact.
+
+        At most ``_TRAILING_PROBE`` bytes beyond the payload are decoded: a file with more is
+        refused without inflating (or reading) the rest, however large it would decode."""
+        if self._inflater is None and self.inp.size is not None:
+            extra, more = self.inp.size - self.inp._pos, False
         else:
-            scratch, extra = np.empty(1 << 16, np.uint8), 0
-            while True:
-                n = self._inflate(scratch)
-                extra += n
-                if n < scratch.shape[0]:
-                    break
+            probe = np.empty(_TRAILING_PROBE, np.uint8)
+            try:
+                self.read_exact(probe)
+            except _EndOfInput as end:
+                extra, more = end.got, False
+            else:
+                extra, more = _TRAILING_PROBE, True
         if extra:
-            raise IDXTrailingDataError(self.inp.name, f"{extra} unexpected bytes after the payload")
+            count = f"at least {extra}" if more else f"{extra}"
+            raise IDXTrailingDataError(
+                self.inp.name, f"{_describe(header)} but {count} more bytes come after the payload"
+            )
+
+
+class _ZlibMustJudge(Exception):
+    """Internal: ISA-L refused the stream (or met a header zlib must judge): replay it with zlib."""
 
 
 class _Replay:
     """A gzip input's compressed bytes once more from the start, leaving the original untouched."""
 
     is_gzip = True
+    replayable = True
 
-    def __init__(self, inp: _Input):
+    def __init__(self, inp):
         self.name = inp.name
         self._inp = inp
         self._offset = 0
+
+    def peek(self, offset: int, n: int) -> bytes:
+        return self._inp.peek(offset, n)
 
     def next_chunk(self):
         data = self._inp.peek(self._offset, _READ_CHUNK)
@@ -309,7 +391,7 @@ class _Replay:
 
 def _read_header(stream: _Decoded) -> Header:
     name = stream.inp.name
-    if stream.inp.size == 0:
+    if stream.inp.size == 0 or (stream.inp.size is None and not stream.inp.peek(0, 1)):
         raise IDXHeaderError(name, "input is empty")
     head = np.empty(4, np.uint8)
     try:
@@ -350,7 +432,12 @@ def _read_header(stream: _Decoded) -> Header:
 
 
 def _check_bounds(inp: _Input, header: Header) -> None:
-    """Refuse, before allocating, a header that declares more data than the input can hold."""
+    """Refuse, before allocating, a header that declares more data than the input can hold.
+
+    (A non-seekable stream has no size to check: :func:`read_idx` decodes it in blocks instead,
+    so that no more is allocated than the stream really holds.)"""
+    if inp.size is None:
+        return
     need = header.payload_bytes
     if not inp.is_gzip:
         have = inp.size - header.nbytes
@@ -379,8 +466,15 @@ def _check_bounds(inp: _Input, header: Header) -> None:
     (isize,) = struct.unpack("<I", inp.peek(inp.size - 4, 4)) if inp.size >= 18 else (-1,)
     if isize == total % 2**32:
         return
+    _count_payload(inp, header)
+
+
+def _count_payload(inp: _Input, header: Header) -> None:
+    """Decode a gzip input once without keeping anything; raise :class:`IDXTruncatedError` if it
+    holds less than the header declares."""
+    total = header.nbytes + header.payload_bytes
     counter = _Decoded(_Replay(inp))
-    scratch = np.empty(_MAP_CHUNK, np.uint8)
+    scratch = np.empty(min(_MAP_CHUNK, total), np.uint8)
     try:
         while counter.offset < total:
             counter.read_exact(scratch[: min(scratch.shape[0], total - counter.offset)])
@@ -645,14 +739,16 @@ def read_idx(
         if out is not None:
             _check_out(out, shape, target, name)
             result = out
+        elif reader.size_known:
+            result = reader.allocate(shape, target)
         else:
-            try:
-                result = _aligned_empty(shape, target)
-            except MemoryError:
-                raise MemoryError(
-                    f"{name}: cannot allocate {math.prod(shape) * target.itemsize} bytes of "
-                    f"{target.name} for what the {_describe(header)}"
-                ) from None
+            # A stream of unknown size: decode it into blocks first, so that a header lying
+            # about its size costs no more memory than the data that really arrives.
+            blocks = reader.read_blocks()
+            result = reader.allocate(shape, target)
+            reader.convert_blocks(blocks, result.reshape(-1), table)
+            reader.finish()
+            return result
         with _Prefaulter(result, enabled=out is None) as prefaulter:
             reader.decode_into(result.reshape(-1), table, prefaulter.advance)
         reader.finish()
@@ -766,6 +862,68 @@ class IDXReader:
         self._values = 0  # values handed out so far
         self._scratch = None
 
+    @property
+    def size_known(self) -> bool:
+        """False for a non-seekable stream: nothing bounds its payload but the data itself."""
+        return self._input.size is not None
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A 64-byte-aligned output array. When the system refuses it for a gzip input whose size
+        was not counted, the input is counted first: a stream holding less than its header claims
+        (say, with a forged trailer) is an :class:`IDXTruncatedError`, not a ``MemoryError``."""
+        try:
+            return _aligned_empty(shape, dtype)
+        except MemoryError:
+            if self._input.is_gzip and self._input.replayable:
+                _count_payload(self._input, self.header)
+            raise MemoryError(
+                f"{self.name}: cannot allocate {math.prod(shape) * dtype.itemsize} bytes of "
+                f"{dtype.name} for what the {_describe(self.header)}"
+            ) from None
+
+    def read_blocks(self) -> list[np.ndarray]:
+        """The whole remaining payload as raw stored bytes, in blocks allocated only as the data
+        arrives: each as large as all before it (64 KiB to ``_STREAM_BLOCK``), so that at most
+        about twice what the stream really holds is ever allocated."""
+        itemsize = self.header.dtype.itemsize
+        left = (math.prod(self.header.shape) - self._values) * itemsize
+        blocks, have = [], 0
+        try:
+            while left:
+                size = min(left, max(_STREAM_FIRST, min(have, _STREAM_BLOCK)))
+                block = np.empty(size - size % itemsize if size < left else size, np.uint8)
+                blocks.append(block)
+                self._stream.read_exact(block)
+                left -= block.shape[0]
+                have += block.shape[0]
+        except _EndOfInput:
+            got = self._stream.offset - self.header.nbytes
+            raise IDXTruncatedError(
+                self.name, f"{_describe(self.header)} but the stream ends after {got}"
+            ) from None
+        return blocks
+
+    def convert_blocks(self, blocks: list[np.ndarray], flat: np.ndarray, table=None) -> None:
+        """Write what :meth:`read_blocks` returned into ``flat``, as :meth:`decode_into` would,
+        releasing each block once it is used."""
+        stored = self.header.dtype
+        start = 0
+        blocks.reverse()
+        while blocks:
+            block = blocks.pop()
+            values = block.view(stored)
+            part = flat[start : start + values.shape[0]]
+            if table is not None:
+                map_uint8(block, table, part)
+            else:
+                if stored.itemsize > 1 and sys.byteorder == "little":
+                    _native.byteswap(block.view(_WORD[stored.itemsize]))
+                part[...] = values
+            start += values.shape[0]
+            del block, values, part
+        self._values += start
+        self.row = self._values // self.row_items if self.row_items else self.rows
+
     def decode_into(self, flat: np.ndarray, table=None, advance=None) -> None:
         """Decode the next ``len(flat)`` values into the contiguous 1-D array ``flat``.
 
@@ -846,7 +1004,7 @@ class IDXReader:
         """After the last row: check that the input ends there (and that gzip is complete)."""
         if self._values != math.prod(self.header.shape):
             raise ValueError(f"{self.name}: {self.rows - self.row} rows not read yet")
-        self._stream.finish()
+        self._stream.finish(self.header)
 
     def close(self) -> None:
         self._input.close()

@@ -1,0 +1,171 @@
+"""The two gzip inflaters: ISA-L (``isal``) when installed, zlib otherwise or when ISA-L refuses.
+
+Whatever runs, read_idx must accept the same streams, return the same bytes and raise the same
+errors with the same messages as the zlib decoder alone (``FASTIDX_INFLATER=zlib``).
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastidx
+import reference as ref
+from fastidx import _idx, _inflate
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+HAVE_ISAL = bool(_inflate._igzip())
+needs_isal = pytest.mark.skipif(not HAVE_ISAL, reason="isal is not installed")
+
+
+def verdict(source_bytes: bytes, monkeypatch, inflater: str, *, kind: str = "bytes", **kwargs):
+    """``("ok", array bytes)`` or ``(error type name, message)`` for one inflater."""
+    monkeypatch.setenv(_inflate.ENV_INFLATER, inflater)
+    source = source_bytes if kind == "bytes" else io.BytesIO(source_bytes)
+    try:
+        x = fastidx.read_idx(source, **kwargs)
+    except fastidx.IDXError as exc:
+        return type(exc).__name__, str(exc)
+    return "ok", x.dtype.str, x.shape, x.tobytes()
+
+
+def same_verdict(data: bytes, monkeypatch, **kwargs):
+    both = [verdict(data, monkeypatch, name, **kwargs) for name in ("zlib", "isal")]
+    assert both[0] == both[1]
+    return both[0]
+
+
+def test_choice_follows_the_environment(monkeypatch):
+    monkeypatch.setenv(_inflate.ENV_INFLATER, "zlib")
+    assert _inflate.choice() == "zlib"
+    monkeypatch.delenv(_inflate.ENV_INFLATER)
+    assert _inflate.choice() == ("isal" if HAVE_ISAL else "zlib")
+
+
+@needs_isal
+def test_isal_decodes_seekable_inputs_and_zlib_streams(monkeypatch, tmp_path):
+    monkeypatch.delenv(_inflate.ENV_INFLATER, raising=False)
+    data = fastidx.write_idx(None, np.arange(100, dtype=np.uint8), compress=True)
+    path = tmp_path / "x.idx.gz"
+    path.write_bytes(data)
+    for source, expected in [(data, "isal"), (path, "isal"), (io.BytesIO(data), "isal"),
+                             (ref.NonSeekable(data), "zlib")]:
+        with _idx.IDXReader(source) as reader:
+            assert reader._stream.inflater == expected
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CORPUS.iterdir()
+                                        if p.suffix not in (".py", ".md")))
+def test_corpus_same_verdict(case, monkeypatch):
+    data = (CORPUS / case).read_bytes()
+    for kind in ("bytes", "file"):
+        assert same_verdict(data, monkeypatch, kind=kind)[0] != "ok"
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_real_mnist_bit_identical(normalize, monkeypatch, mnist_dir):
+    data = (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()
+    assert same_verdict(data, monkeypatch, normalize=normalize)[0] == "ok"
+
+
+def _idx_bytes(n=50_000, seed=0):
+    x = np.random.default_rng(seed).integers(0, 8, n, dtype=np.uint8)  # compressible
+    return ref.write(x)
+
+
+def test_multi_member_padding_and_optional_fields(monkeypatch):
+    raw = _idx_bytes()
+    cases = {
+        "members": ref.gzip_members(raw, [1, 7, 100, 30_000]),
+        "empty members": ref.gzip_member(b"") + ref.gzip_members(raw, [5]) + ref.gzip_member(b""),
+        "zero padding": ref.gzip_members(raw, [3]) + bytes(1000),
+        "padding between": ref.gzip_member(raw[:10]) + bytes(7) + ref.gzip_member(raw[10:]),
+        "fields": ref.gzip_member_with_fields(raw, extra=b"ab" * 40, name=b"x.idx",
+                                              comment=b"hello", header_crc=True),
+        "stored": ref.gzip_stored(raw),
+    }
+    for label, data in cases.items():
+        assert same_verdict(data, monkeypatch)[0] == "ok", label
+        assert same_verdict(data, monkeypatch, kind="file", normalize=True)[0] == "ok", label
+
+
+def test_damage_same_errors(monkeypatch):
+    raw = _idx_bytes()
+    good = ref.gzip_member(raw)
+    bad_hcrc = bytearray(ref.gzip_member_with_fields(raw, name=b"n", header_crc=True))
+    bad_hcrc[12] ^= 0xFF  # the header CRC (after 10 bytes and "n\0")
+    reserved = bytearray(good)
+    reserved[3] |= 0x20  # a reserved flag bit: zlib refuses it, ISA-L would not
+    second_reserved = ref.gzip_member(raw[:9]) + bytes(reserved)
+    cases = {
+        "crc": ref.corrupt_crc(good),
+        "isize": ref.corrupt_isize(good),
+        "header crc": bytes(bad_hcrc),
+        "reserved flags": bytes(reserved),
+        "reserved flags, second member": second_reserved,
+        "method": good[:2] + b"\x07" + good[3:],
+        "bad second magic": ref.gzip_member(raw[:9]) + b"\x1f\x8c" + good[2:],
+        "junk": good + b"\x01junk",
+        "junk after padding": good + bytes(5) + b"junk",
+        "lone 1f": good + b"\x1f",
+        "deflate damage": good[:40] + bytes([good[40] ^ 0x55]) + good[41:],
+        "trailing member": good + ref.gzip_member(b"abc"),
+    }
+    for label, data in cases.items():
+        result = same_verdict(data, monkeypatch)
+        assert result[0] in ("GzipError", "IDXTrailingDataError", "IDXTruncatedError"), (label, result)
+        assert same_verdict(data, monkeypatch, kind="file", normalize=True)[0] == result[0]
+
+
+def test_every_truncation_same_error(monkeypatch):
+    data = ref.gzip_members(_idx_bytes(3000), [1000])
+    for cut in range(1, len(data)):
+        result = same_verdict(data[:cut], monkeypatch)
+        assert result[0] != "ok", cut
+
+
+def test_member_headers_split_across_input_chunks(monkeypatch):
+    # With 5-byte input chunks every member header and trailer straddles chunk boundaries.
+    raw = _idx_bytes(20_000)
+    data = ref.gzip_members(raw, range(100, 20_000, 997)) + bytes(3)
+    monkeypatch.setattr(_idx, "_READ_CHUNK", 5)
+    assert same_verdict(data, monkeypatch, kind="file")[0] == "ok"
+    assert same_verdict(data + b"\x1f", monkeypatch, kind="file")[0] == "GzipError"
+    assert same_verdict(data + b"x", monkeypatch, kind="file")[0] == "GzipError"
+
+
+@needs_isal
+def test_what_isal_itself_checks():
+    # Measured, not assumed: ISA-L verifies the CRC-32, the ISIZE and a header CRC, and stops at
+    # the end of a member (what follows is left in unused_data for fastidx to judge)...
+    from isal import igzip_lib
+
+    payload = bytes(range(256)) * 40
+    good = ref.gzip_member(payload)
+
+    def decode(data):
+        d = igzip_lib.IgzipDecompressor(igzip_lib.DECOMP_GZIP)
+        return d.decompress(data), d
+
+    for damaged in (ref.corrupt_crc(good), ref.corrupt_isize(good)):
+        with pytest.raises(igzip_lib.IsalError):
+            decode(damaged)
+    hcrc = bytearray(ref.gzip_member_with_fields(payload, header_crc=True))
+    hcrc[10] ^= 1
+    with pytest.raises(igzip_lib.IsalError):
+        decode(bytes(hcrc))
+    out, d = decode(good + b"junk")
+    assert out == payload and d.eof and d.unused_data == b"junk"
+    out, d = decode(good[:-3])
+    assert out == payload and not d.eof  # a cut trailer is not an error by itself
+    # ...but it accepts reserved header flag bits, which zlib refuses: fastidx hands those to zlib.
+    reserved = bytearray(good)
+    reserved[3] |= 0x20
+    assert decode(bytes(reserved))[0] == payload
+    with pytest.raises(zlib.error):
+        zlib.decompress(bytes(reserved), 31)
+

@@ -5,6 +5,7 @@ Modes:
 ``time``    import the contender (timed apart), reset the peak-RSS counter, run one case (the timed
             load call), then read one byte of every page of the result (timed apart as ``touch_ms``:
             it is what makes a memory map pay for its pages), and report times and memory.
+``warm``    run the cases listed, untimed (fills fastidx's caches before the ``warm_*`` runs).
 ``verify``  run several cases in this one process and report a SHA-256 digest, shape and dtype of
             every array the case returns (for ``iter_batches``: of the batches concatenated), so that
             the parent can check that every contender returns identical arrays. fastidx cases that
@@ -277,7 +278,11 @@ def main() -> None:
     t_import_start = time.perf_counter()
     mods = _cases.import_tool(spec["tool"])
     import_ms = (time.perf_counter() - t_import_start) * 1e3
-    if spec["mode"] == "verify":
+    if spec["mode"] == "warm":
+        for case in spec["cases"]:
+            _cases.run(spec["tool"], mods, case, spec["ctx"])
+        out = {"status": "ok"}
+    elif spec["mode"] == "verify":
         out = run_verify(spec, mods)
         out["versions"] = versions(spec["tool"], mods)
     else:

@@ -169,3 +169,45 @@ def test_what_isal_itself_checks():
     with pytest.raises(zlib.error):
         zlib.decompress(bytes(reserved), 31)
 
+
+
+def test_cpu_budget_reads_affinity_and_omp(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpus = _idx._cpu_budget()
+    assert cpus >= 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert _idx._cpu_budget() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+    assert _idx._cpu_budget() == cpus
+
+
+@pytest.mark.parametrize("options", [{}, {"normalize": True}, {"dtype": np.float64},
+                                     {"normalize": True, "mean": 0.5, "std": 0.25}])
+def test_many_chunks_bit_identical(options, monkeypatch):
+    # 1 MB over several members: many decoded pieces, mapped straight from ISA-L's buffers.
+    x = np.random.default_rng(4).integers(0, 256, (40, 100, 250), dtype=np.uint8)
+    raw = ref.write(x)
+    data = ref.gzip_members(raw, [10, 300_000, 700_000]) + bytes(5)
+    assert same_verdict(data, monkeypatch, **options)[0] == "ok"
+    monkeypatch.delenv(_inflate.ENV_INFLATER)
+    got = fastidx.read_idx(data, **options)
+    expected = fastidx.read_idx(ref.NonSeekable(data), **options)  # zlib, one thread
+    assert ref.same(got, expected)
+
+
+def test_errors_after_many_chunks(monkeypatch):
+    x = np.random.default_rng(5).integers(0, 256, (30, 100, 100), dtype=np.uint8)
+    members = ref.gzip_members(ref.write(x), [100_000, 200_000])
+    last = len(members) - len(ref.gzip_member(ref.write(x)[200_000:]))
+    cases = {
+        "crc in the last member": ref.corrupt_crc(members),
+        "truncated": members[:-20],
+        "reserved flag in the last member": (members[: last + 3] + bytes([members[last + 3] | 0x40])
+                                             + members[last + 4 :]),
+        "junk": members + b"junk",
+    }
+    for label, data in cases.items():
+        for options in ({}, {"normalize": True}):
+            result = same_verdict(data, monkeypatch, **options)
+            assert result[0] in ("GzipError", "IDXTruncatedError"), (label, result)
+

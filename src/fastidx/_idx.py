@@ -50,7 +50,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _MAX_DEFLATE_RATIO = 1032
 # Output arrays start on a 64-byte boundary (a cache line, the widest SIMD register).
 _ALIGN = 64
-_READ_CHUNK = 1 << 20  # compressed bytes read from a file per call
+_READ_CHUNK = 1 << 18  # compressed bytes read from a file per call
 _STREAM_FIRST = 1 << 16  # bytes of a non-seekable stream read before its header is checked
 _STREAM_BLOCK = 16 << 20  # a stream's payload is decoded in blocks of this size (see read_idx)
 _TRAILING_PROBE = 1 << 16  # at most this many bytes after the payload are decoded to report them
@@ -276,6 +276,40 @@ class _Decoded:
         self.offset += got
         if got < want:
             raise _EndOfInput(got)
+
+    def read_chunk(self, limit: int):
+        """The next decoded bytes (at least one, at most ``limit``) in a buffer of their own, that
+        nothing will write to again; :class:`_EndOfInput` when the stream has ended."""
+        inflater = self._inflater
+        if isinstance(inflater, _inflate.IsalInflater):
+            try:
+                while True:
+                    try:
+                        chunk = inflater.inflate_chunk(limit)
+                    except _native.InflateError as exc:
+                        if exc.kind == "fallback":
+                            raise _ZlibMustJudge() from None
+                        raise self._gzip_error(exc) from None
+                    if chunk:
+                        self.offset += len(chunk)
+                        return chunk
+                    next_chunk = self._chunks.next_chunk()
+                    if next_chunk is None:
+                        if not inflater.at_member_end:
+                            raise _ZlibMustJudge()
+                        raise _EndOfInput(0)
+                    inflater.feed(next_chunk)
+            except _ZlibMustJudge:
+                self._hand_over_to_zlib()
+        # zlib (or raw): a fresh buffer per call; only ever the fallback, so its cost is no matter.
+        out = np.empty(min(limit, _MAP_CHUNK), np.uint8)
+        try:
+            self.read_exact(out)
+        except _EndOfInput as end:
+            if not end.got:
+                raise
+            return out[: end.got]
+        return out
 
     def _hand_over_to_zlib(self) -> None:
         """Decode the stream again with zlib from its start, up to where the decoder stands."""
@@ -538,6 +572,19 @@ class _Prefaulter:
         self.close()
 
 
+def _cpu_budget() -> int:
+    """CPUs this process may use: its affinity mask, capped by ``OMP_NUM_THREADS`` when set."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        omp = int(os.environ.get("OMP_NUM_THREADS", "0").split(",")[0])
+    except ValueError:
+        omp = 0
+    return min(cpus, omp) if omp > 0 else cpus
+
+
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + _ALIGN, np.uint8)
@@ -749,7 +796,9 @@ def read_idx(
             reader.convert_blocks(blocks, result.reshape(-1), table)
             reader.finish()
             return result
-        with _Prefaulter(result, enabled=out is None) as prefaulter:
+        # The prefaulting thread is the one helper thread of a decode: only with 2 CPUs to spare.
+        prefault = out is None and _cpu_budget() >= 2
+        with _Prefaulter(result, enabled=prefault) as prefaulter:
             reader.decode_into(result.reshape(-1), table, prefaulter.advance)
         reader.finish()
     return result
@@ -969,6 +1018,17 @@ class IDXReader:
         if self.header.dtype != np.uint8:
             raise ValueError(f"{self.name}: a conversion table applies to uint8 data only")
         count = flat.shape[0]
+        if self._stream.inflater == "isal":
+            # ISA-L hands out each decoded piece in a buffer of its own: map straight from it.
+            start = 0
+            while start < count:
+                piece = self._stream.read_chunk(min(_MAP_CHUNK, count - start))
+                piece = np.frombuffer(piece, np.uint8)
+                map_uint8(piece, table, flat[start : start + piece.shape[0]])
+                start += piece.shape[0]
+                if advance is not None:
+                    advance(start * flat.dtype.itemsize)
+            return
         staging = self._staging(min(_MAP_CHUNK, count))
         for start in range(0, count, _MAP_CHUNK):
             part = staging[: min(_MAP_CHUNK, count - start)]

@@ -123,22 +123,30 @@ class IsalInflater:
         want = dst.shape[0]
         produced = 0
         while produced < want:
+            chunk = self.inflate_chunk(want - produced)
+            if not chunk:
+                break
+            n = len(chunk)
+            dst[produced : produced + n] = np.frombuffer(chunk, np.uint8)
+            produced += n
+        return produced
+
+    def inflate_chunk(self, limit: int) -> bytes:
+        """The next decoded bytes, at most ``limit`` (and at most 256 KiB) of them, as a new bytes
+        object; empty when the input is used up (``needs_input``) or the stream is over."""
+        while True:
             if self._state == _IN_MEMBER:
                 member = self._member
                 data = b""
                 if member.needs_input:
                     if not self._queued:
                         self._hungry = True
-                        return produced
+                        return b""
                     data = self._take(_FEED)
                 try:
-                    chunk = member.decompress(data, min(want - produced, _STEP))
+                    chunk = member.decompress(data, min(limit, _STEP))
                 except self._igzip.IsalError as exc:
                     raise InflateError("fallback", f"ISA-L: {exc}", self.total_in) from None
-                n = len(chunk)
-                if n:
-                    dst[produced : produced + n] = np.frombuffer(chunk, np.uint8)
-                    produced += n
                 if member.eof:
                     self.members += 1
                     rest = member.unused_data
@@ -147,6 +155,9 @@ class IsalInflater:
                         self._queued += len(rest)
                     self._member = None
                     self._state = _AFTER_MEMBER
+                if chunk:
+                    self._hungry = False
+                    return chunk
                 continue
             # Between members: zero padding, the next member's header, junk or the end.
             while self._state != _START and self._queue and self._queue[0][0] == 0:
@@ -158,7 +169,7 @@ class IsalInflater:
                 self._state = _IN_PADDING
             if not self._queued:
                 self._hungry = True
-                return produced
+                return b""
             head = self._head(4)
             if head[0] != 0x1F:
                 raise InflateError(
@@ -172,10 +183,8 @@ class IsalInflater:
                 # it: keep a copy of these few bytes.
                 self._queue = collections.deque([memoryview(head)])
                 self._hungry = True
-                return produced
+                return b""
             if head[1] != 0x8B or head[2] != 8 or head[3] & ~_PLAIN_FLAGS:
                 raise InflateError("fallback", "a gzip member header zlib must judge", self.total_in)
             self._member = self._igzip.IgzipDecompressor(self._igzip.DECOMP_GZIP)
             self._state = _IN_MEMBER
-        self._hungry = False
-        return produced

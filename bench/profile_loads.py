@@ -110,14 +110,15 @@ def breakdown(data: str) -> None:
 
     import numpy as np
 
-    from fastidx import _cache, _idx
+    from fastidx import _cache
+    from fastidx._conversion import Conversion
     from fastidx.datasets import mnist
 
     with tempfile.TemporaryDirectory() as cache_dir:
         mnist.load("train", data, cache_dir=cache_dir)
         source = _cache.Source(Path(data) / FILES[0][0], upright=False, cache_dir=cache_dir)
         frames = source.open_frames()
-        table = _idx.conversion_table(np.float32, True)
+        table = Conversion(np.float32, normalize=True).table(np.uint8)
         n = frames.header.rows * frames.header.row_bytes
         staging_out = np.empty(frames.rows_per * frames.header.row_bytes, np.float32)
 

@@ -53,6 +53,7 @@ import zstandard
 
 from . import _idx
 from ._atomic import atomic_write
+from ._conversion import Conversion
 from ._errors import CacheDirError, CacheWarning, MemoryLimitError
 
 FORMAT_VERSION = 1
@@ -106,23 +107,13 @@ def raw_name(digest: str, variant: str, conversion: str) -> str:
 
 def conversion_id(dtype, normalize, mean, std) -> str:
     """``native`` for the stored values, else a hash of the conversion options."""
-    if dtype is None and not normalize and mean is None and std is None:
-        return "native"
-    name = None if dtype is None else np.dtype(dtype).str
-    # mean/std imply the [0, 1] scale: keyed like normalize=True, the one conversion they now mean
-    # (entries built when mean/std without normalize skipped the scaling are never found again).
-    scaled = bool(normalize) or mean is not None or std is not None
-    key = json.dumps([name, scaled, repr(mean), repr(std)])
-    return "x" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Conversion(dtype, normalize, mean, std).key
 
 
 def conversion(stored: np.dtype, dtype, normalize, mean, std):
     """``(target dtype, 256-entry table or None)`` for data stored as ``stored``."""
-    target = _idx.resolve_dtype(stored, dtype, normalize, mean, std)
-    transform = normalize or mean is not None or std is not None
-    if stored == np.uint8 and (target != stored or transform):
-        return target, _idx.conversion_table(target, normalize, mean, std)
-    return target, None
+    conv = Conversion(dtype, normalize, mean, std)
+    return conv.target(stored), conv.table(stored)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -873,13 +864,17 @@ def verify_file(path: Path) -> str | None:
 
 def load_array(path: Path, *, select, upright=False, dtype=None, normalize=False, mean=None,
                std=None, layout=None, cache=True, cache_dir=None, mmap=False, max_memory=None,
-               dataset=None, what="the array"):
+               dataset=None, what="the array", conv: Conversion | None = None):
     """Rows ``select(n)`` of the IDX file at ``path``, converted; returns ``(array, n)``.
 
     ``select(n)`` maps the number of stored rows to ``(start, stop)``. With ``cache`` the rows come
     from (and on a first load, go to) the decoded-array cache; ``mmap`` maps an uncompressed cache
-    file copy-on-write instead of filling new memory.
+    file copy-on-write instead of filling new memory. A :class:`~fastidx._conversion.Conversion`
+    ``conv`` (validated once by the caller) stands for the loose ``dtype, normalize, mean, std,
+    layout``.
     """
+    if conv is not None:
+        dtype, normalize, mean, std, layout = conv.options().values()
     total = {}
 
     def make_output(shape, stored):
@@ -963,15 +958,20 @@ def iter_batches(path: Path, labels: np.ndarray, n_labels: int, batch_size: int,
                  shuffle=False, seed=None, drop_remainder=False, upright=False, dtype=None,
                  normalize=False, mean=None, std=None, layout=None, cache=True, cache_dir=None,
                  max_memory=None, dataset=None, one_hot=None, label_row_bytes=1,
-                 labels_name="labels", permute=None):
+                 labels_name="labels", permute=None, conv: Conversion | None = None):
     """Batches of rows ``select(n)`` of ``path`` with the matching ``labels`` (already sliced).
 
     ``permute(k)`` (shuffled passes) gives the row offsets to visit among the ``k`` selected rows;
     default ``default_rng(seed).permutation(k)`` (``datasets._shard`` makes the sharded ones).
 
-    Checks what it can (shapes, counts, ``max_memory``) now, and returns the generator.
+    Checks what it can (shapes, counts, ``max_memory``) now, and returns the generator. A
+    :class:`~fastidx._conversion.Conversion` ``conv`` stands for the loose ``dtype, normalize,
+    mean, std, layout``.
     """
     import tempfile
+
+    if conv is not None:
+        dtype, normalize, mean, std, layout = conv.options().values()
 
     source = Source(path, upright=upright, cache_dir=cache_dir, dataset=dataset) if cache else None
     frames = source.ensure_frames() if source is not None else None

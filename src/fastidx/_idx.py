@@ -21,6 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _inflate, _native
+from ._conversion import Conversion
 from ._errors import (
     GzipError,
     IDXError,
@@ -43,7 +44,6 @@ _CODE_OF = {dtype: code for code, dtype in TYPE_CODES.items()}
 
 #: More dimensions than any dataset has; a header claiming more is treated as garbage.
 MAX_NDIM = 32
-LAYOUTS = (None, "NHWC", "NCHW", "flat")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # Deflate cannot expand data by more than 1032:1, so a gzip stream of n bytes never decodes to more.
@@ -596,86 +596,9 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 # Conversions and layouts.
 
 
-def conversion_table(dtype, normalize: bool = False, mean=None, std=None) -> np.ndarray:
-    """The 256 values a uint8 maps to, computed with the exact NumPy idiom.
-
-    ``table[v]`` is ``(np.uint8(v).astype(dtype) / dtype(255) - mean) / std``, evaluated by NumPy in
-    ``dtype``; mapping through it is therefore bit-identical to running that expression over a whole
-    array. ``mean`` and ``std`` apply to the [0, 1] scale whether or not ``normalize`` is given (the
-    convention of torchvision's ``Normalize`` after ``ToTensor``); a missing one is skipped.
-    """
-    dtype = np.dtype(dtype)
-    values = np.arange(256, dtype=np.uint8).astype(dtype)
-    # All 256 values are computed, most of which the data may never contain: an overflow for one
-    # of them (float16 / a tiny std) is no news about the caller's data, so NumPy stays quiet.
-    with np.errstate(all="ignore"):
-        if normalize or mean is not None or std is not None:
-            values = values / dtype.type(255)
-        if mean is not None:
-            values = values - dtype.type(mean)
-        if std is not None:
-            values = values / dtype.type(std)
-    return np.ascontiguousarray(values, dtype=dtype)
-
-
-def check_standardization(target: np.dtype, mean, std) -> None:
-    """``ValueError`` unless ``mean`` is a finite number and ``std`` a positive finite one, both
-    still so once converted to ``target`` (a float16 ``std`` of 1e-8 is 0)."""
-    for name, value in (("mean", mean), ("std", std)):
-        if value is None:
-            continue
-        try:
-            number = float(value)
-            converted = target.type(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"{name} must be a real number, not {value!r}") from None
-        with np.errstate(all="ignore"):
-            finite = math.isfinite(number) and bool(np.isfinite(converted))
-        if not finite:
-            raise ValueError(f"{name} must be finite in {target.name}, not {value!r}")
-        if name == "std" and not (number > 0 and converted != 0):
-            raise ValueError(f"std must be a positive number (nonzero in {target.name}), not {value!r}")
-
-
-def resolve_dtype(stored: np.dtype, dtype, normalize: bool, mean, std) -> np.dtype:
-    """The output dtype for a stored dtype and the caller's options (``ValueError`` if they clash)."""
-    transform = normalize or mean is not None or std is not None
-    if dtype is None:
-        target = np.dtype(np.float32) if transform else stored
-    else:
-        target = np.dtype(dtype)
-    if target.byteorder not in "=|":
-        if target.newbyteorder("=") != target and target.itemsize > 1:
-            raise ValueError(f"dtype {dtype!r}: fastidx returns native byte order only")
-    if transform:
-        if target.kind not in "fc":
-            raise ValueError(
-                f"normalize/mean/std produce fractions: ask for a float dtype, not {target.name}"
-            )
-        if stored != np.uint8:
-            raise ValueError(
-                f"normalize/mean/std apply to uint8 data; this file stores {stored.name}"
-            )
-        check_standardization(target, mean, std)
-    if target.itemsize not in _WORD or target.kind not in "biufc" or target.hasobject:
-        raise ValueError(f"cannot decode IDX data into dtype {target}")
-    if stored != np.uint8 and target != stored and target.kind not in "biufc":
-        raise ValueError(f"cannot convert {stored.name} data to {target}")
-    return target
-
-
 def layout_shape(shape: tuple[int, ...], layout) -> tuple[int, ...]:
     """The shape of a stored ``(N, H, W)`` array in the requested layout."""
-    if layout is None:
-        return shape
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
-    if len(shape) != 3:
-        raise ValueError(
-            f"layout={layout!r} applies to (N, H, W) image data; this array has shape {shape}"
-        )
-    n, h, w = shape
-    return {"NHWC": (n, h, w, 1), "NCHW": (n, 1, h, w), "flat": (n, h * w)}[layout]
+    return Conversion(layout=layout).shape(shape)
 
 
 def _check_out(out, shape, dtype, name):
@@ -698,18 +621,19 @@ def map_uint8(src: np.ndarray, table: np.ndarray, dst: np.ndarray) -> None:
     _native.lut_map(src.reshape(-1), table.view(word), dst.reshape(-1).view(word))
 
 
-def convert_uint8(x: np.ndarray, *, dtype=None, normalize=False, mean=None, std=None, layout=None):
-    """Apply read_idx's conversion and layout options to a uint8 array already in memory.
+def convert_uint8(x: np.ndarray, conversion: Conversion) -> np.ndarray:
+    """Apply a :class:`~fastidx._conversion.Conversion` to an array already in memory.
 
     Returns a new aligned array (or ``x`` reshaped, when nothing is converted)."""
-    target = resolve_dtype(x.dtype, dtype, normalize, mean, std)
-    shape = layout_shape(x.shape, layout)
-    if target == x.dtype:
-        return np.ascontiguousarray(x).reshape(shape)
-    if x.dtype != np.uint8:
+    target = conversion.target(x.dtype)
+    shape = conversion.shape(x.shape)
+    table = conversion.table(x.dtype)
+    if table is None:
+        if target == x.dtype:
+            return np.ascontiguousarray(x).reshape(shape)
         return x.astype(target).reshape(shape)
     out = _aligned_empty(shape, target)
-    map_uint8(np.ascontiguousarray(x), conversion_table(target, normalize, mean, std), out)
+    map_uint8(np.ascontiguousarray(x), table, out)
     return out
 
 
@@ -776,13 +700,12 @@ def read_idx(
     with IDXReader(source) as reader:
         header = reader.header
         try:
-            target = resolve_dtype(header.dtype, dtype, normalize, mean, std)
-            shape = layout_shape(header.shape, layout)
+            conversion = Conversion(dtype, normalize, mean, std, layout)
+            target = conversion.target(header.dtype)
+            shape = conversion.shape(header.shape)
+            table = conversion.table(header.dtype) if target != header.dtype else None
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
-        table = None
-        if header.dtype == np.uint8 and target != np.uint8:
-            table = conversion_table(target, normalize, mean, std)
         if out is not None:
             _check_out(out, shape, target, name)
             result = out
@@ -978,7 +901,7 @@ class IDXReader:
 
         Without ``table``, ``flat`` has the stored dtype (bytes are swapped to native order) or
         any other numeric dtype (values are cast a chunk at a time). With ``table`` (uint8 data
-        only, see :func:`conversion_table`) every byte ``v`` becomes ``table[v]``. ``advance(n)``,
+        only, see :meth:`fastidx._conversion.Conversion.table`) every byte ``v`` becomes ``table[v]``. ``advance(n)``,
         if given, is told after each step that the first ``n`` bytes of ``flat`` are written.
         """
         stored = self.header.dtype

@@ -236,7 +236,7 @@ def one_hot_rows(labels: np.ndarray, classes: int) -> np.ndarray:
     return out
 
 
-def _npz_batches(x, y, batch_size, permute, drop_remainder, one_hot, options):
+def _npz_batches(x, y, batch_size, permute, drop_remainder, one_hot, conversion):
     from .. import _idx
 
     n = x.shape[0]
@@ -246,21 +246,23 @@ def _npz_batches(x, y, batch_size, permute, drop_remainder, one_hot, options):
         if drop_remainder and b + batch_size > n:
             return
         rows = slice(b, b + batch_size) if order is None else order[b : b + batch_size]
-        xb = _idx.convert_uint8(np.ascontiguousarray(x[rows]), **options)
+        xb = _idx.convert_uint8(np.ascontiguousarray(x[rows]), conversion)
         yb = y[rows]
         yield xb, (one_hot(yb) if one_hot is not None else yb)
 
 
-def _check_options(dataset: str, options: dict) -> None:
-    """Refuse bad conversion options before any file is read (dataset images are uint8)."""
-    from .. import _idx
+def _checked_conversion(dataset: str, dtype, normalize, mean, std, layout):
+    """The load's :class:`~fastidx._conversion.Conversion`, checked once before any file is read
+    (against uint8, what dataset images are)."""
+    from .._conversion import Conversion
 
     try:
-        _idx.resolve_dtype(np.dtype(np.uint8), options["dtype"], options["normalize"],
-                           options["mean"], options["std"])
-        _idx.layout_shape((0, 1, 1), options["layout"])
+        conversion = Conversion(dtype, normalize, mean, std, layout)
+        conversion.target(np.dtype(np.uint8))
+        conversion.shape((0, 1, 1))
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{dataset}: {exc}") from None
+    return conversion
 
 
 class Dataset:
@@ -380,9 +382,9 @@ class Dataset:
         """
         from . import _shard
 
-        options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout,
-                       one_hot=one_hot, raw=raw, cache=cache, cache_dir=cache_dir, mmap=mmap)
-        _check_options(self.name, options)
+        conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
+        options = dict(conversion=conversion, one_hot=one_hot, raw=raw, cache=cache,
+                       cache_dir=cache_dir, mmap=mmap)
         everything = _shard.narrow(lambda n: (0, n), _shard.check(shard, self.name))
         files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
         refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
@@ -414,9 +416,9 @@ class Dataset:
 
         name, select = parse_split(split, self.name)
         select = _shard.narrow(select, _shard.check(shard, self.name))
-        options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout,
-                       one_hot=one_hot, raw=raw, cache=cache, cache_dir=cache_dir, mmap=mmap)
-        _check_options(self.name, options)
+        conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
+        options = dict(conversion=conversion, one_hot=one_hot, raw=raw, cache=cache,
+                       cache_dir=cache_dir, mmap=mmap)
         files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
                            progress=progress)
         refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
@@ -431,15 +433,14 @@ class Dataset:
             return None
         return lambda: self._fetch(cache_dir, mirrors, progress)
 
-    def _load(self, name, select, files, refetch, *, dtype, normalize, mean, std, layout,
-              one_hot, raw, cache, cache_dir, mmap, max_memory):
+    def _load(self, name, select, files, refetch, *, conversion, one_hot, raw, cache, cache_dir,
+              mmap, max_memory):
         from .. import _cache
 
-        conversion = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout)
         images_role, labels_role = SPLITS[name]
         if "npz" in files:
             return self._load_npz(files["npz"], name, select, raw=raw, one_hot=one_hot,
-                                  max_memory=max_memory, **conversion)
+                                  max_memory=max_memory, conversion=conversion)
         common = dict(select=select, cache=cache, cache_dir=cache_dir, mmap=mmap,
                       dataset=self.name)
         # Labels first: they are small, and their size tells what the images may take.
@@ -453,7 +454,7 @@ class Dataset:
             budget = None if budget is None else budget - hot
         x, nx = self._array(files[images_role], refetch, upright=self.spec.transposed and not raw,
                             max_memory=budget, what=f"{self.name} {name!r} images",
-                            **common, **conversion)
+                            conv=conversion, **common)
         if nx != ny:
             raise IDXError(
                 str(files[images_role]), f"holds {nx} images but {files[labels_role]} holds {ny} labels"
@@ -492,8 +493,7 @@ class Dataset:
         else:
             _shard.seed_of(0, epoch, None, self.name)  # a bad epoch fails even in order
             select = _shard.narrow(select, shard)
-        options = dict(dtype=dtype, normalize=normalize, mean=mean, std=std, layout=layout)
-        _check_options(self.name, options)
+        conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
         files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
                            progress=progress)
         images_role, labels_role = SPLITS[name]
@@ -504,7 +504,7 @@ class Dataset:
                                   max_memory=max_memory)
             if one_hot:
                 self._check_labels(y, files["npz"])
-            return _npz_batches(x, y, int(batch_size), permute, drop_remainder, hot, options)
+            return _npz_batches(x, y, int(batch_size), permute, drop_remainder, hot, conversion)
         from .. import _cache
 
         y, ny = _cache.load_array(files[labels_role], select=select, cache=cache,
@@ -517,7 +517,7 @@ class Dataset:
             drop_remainder=drop_remainder, upright=self.spec.transposed and not raw, cache=cache,
             cache_dir=cache_dir, max_memory=max_memory, dataset=self.name, one_hot=hot,
             label_row_bytes=4 * classes if one_hot else y.itemsize,
-            labels_name=str(files[labels_role]), **options,
+            labels_name=str(files[labels_role]), conv=conversion,
         )
 
     def one_hot(self, labels: np.ndarray) -> np.ndarray:
@@ -565,7 +565,7 @@ class Dataset:
     # -- Keras-format .npz archives
 
     def _load_npz(self, file: Path, split: str, select, *, raw, one_hot, max_memory,
-                  **conversion):
+                  conversion=None):
         """Rows ``select(n)`` of an ``.npz``'s ``x_<split>`` and ``y_<split>``, converted.
 
         Each member's npy header (and the archive's record of its size) is read first, so a
@@ -585,14 +585,15 @@ class Dataset:
                 check_pair(f"{file}[{xm.key}]", xm.shape, f"{file}[{ym.key}]", ym.shape)
                 start, stop = select(xm.shape[0])
                 rows = stop - start
-                if conversion:
-                    target = _idx.resolve_dtype(xm.dtype.newbyteorder("="), conversion.get("dtype"),
-                                                conversion.get("normalize"), conversion.get("mean"),
-                                                conversion.get("std"))
-                    _idx.layout_shape(tuple(xm.shape), conversion.get("layout"))
-                    converted = 0 if target == xm.dtype else rows * xm.row_items * target.itemsize
-                else:
-                    converted = 0
+                converted = 0
+                if conversion is not None:
+                    try:
+                        target = conversion.target(xm.dtype.newbyteorder("="))
+                        conversion.shape(xm.shape)
+                    except ValueError as exc:
+                        raise ValueError(f"{file}[{xm.key}]: {exc}") from None
+                    if target != xm.dtype:
+                        converted = rows * xm.row_items * target.itemsize
                 hot = rows * len(self.class_names) * 4 if one_hot else 0
                 need = rows * (xm.row_bytes + ym.row_bytes) + converted + hot + xm.fortran_bytes
                 _cache.check_budget(need, max_memory, f"{self.name} arrays from {file.name}")
@@ -605,8 +606,8 @@ class Dataset:
             raise IDXError(str(file), f"cannot be read as an .npz archive: {exc}") from None
         if self.spec.transposed and not raw and x.ndim == 3:
             _upright(x)
-        if conversion:
-            x = _idx.convert_uint8(x, **conversion)
+        if conversion is not None:
+            x = _idx.convert_uint8(x, conversion)
         return x, (one_hot_rows(y, len(self.class_names)) if one_hot else y)
 
 

@@ -145,12 +145,13 @@ MEMORY_PROBE = """
     import sys, tracemalloc
     import numpy as np
     import fastidx
+    read_idx = fastidx.read_idx  # import the codec (lazy in fastidx) before memory is traced
     path = sys.argv[1]
     results = []
     for kwargs in ({{}}, {{"normalize": True}}, {{"normalize": True, "mean": 0.1307, "std": 0.3081}},
                    {{"dtype": np.float64, "normalize": True}}):
         tracemalloc.start()
-        a = fastidx.read_idx(path, **kwargs)
+        a = read_idx(path, **kwargs)
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         print(a.nbytes, peak, kwargs)

@@ -294,11 +294,12 @@ class Dataset:
     # -- where the files are
 
     def files(self, path=None, *, roles=ROLES, cache_dir=None, mirrors=None,
-              progress=None) -> dict[str, Path]:
+              progress=None, offline=None) -> dict[str, Path]:
         """Where the data comes from: ``{role: path}`` of IDX files (``roles`` of them when ``path``
-        is a directory), or ``{"npz": path}``."""
+        is a directory), or ``{"npz": path}``. ``offline=True``: the downloaded copy only, never
+        the network (default: ``$FASTIDX_OFFLINE``)."""
         if path is None:
-            return self._fetch(cache_dir, mirrors, progress)
+            return self._fetch(cache_dir, mirrors, progress, offline)
         from pathlib import Path
 
         text = os.fsdecode(os.fspath(path))
@@ -318,10 +319,11 @@ class Dataset:
             f"file, not {path}"
         )
 
-    def _fetch(self, cache_dir, mirrors, progress) -> dict[str, Path]:
+    def _fetch(self, cache_dir, mirrors, progress, offline=None) -> dict[str, Path]:
         from .. import _fetch
 
-        return _fetch.fetch(self.name, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
+        return _fetch.fetch(self.name, cache_dir=cache_dir, mirrors=mirrors, progress=progress,
+                            offline=offline)
 
     def _keras_cache_file(self, name: str, cache_dir, mirrors, progress) -> dict[str, Path]:
         """What Keras's ``load_data(path=name)`` means: the pinned archive, kept as ``name`` in

@@ -211,3 +211,30 @@ def test_errors_after_many_chunks(monkeypatch):
             result = same_verdict(data, monkeypatch, **options)
             assert result[0] in ("GzipError", "IDXTruncatedError"), (label, result)
 
+
+
+@pytest.mark.parametrize("cpus, expected", [(1, False), (2, True)])
+def test_prefault_thread_only_within_the_cpu_budget(cpus, expected, monkeypatch):
+    started = []
+
+    class Recording(_idx._Prefaulter):
+        def __init__(self, array, enabled=True):
+            started.append(enabled)
+            super().__init__(array, enabled)
+
+    monkeypatch.setattr(_idx, "_Prefaulter", Recording)
+    monkeypatch.setattr(_idx, "_cpu_budget", lambda: cpus)
+    x = np.zeros((100, 1000, 100), np.uint8)  # 10 MB: above the prefault threshold
+    assert ref.same(fastidx.read_idx(fastidx.write_idx(None, x, compress=True)), x)
+    assert started == [expected]
+
+
+def test_zlib_when_isal_is_absent(monkeypatch):
+    monkeypatch.delenv(_inflate.ENV_INFLATER, raising=False)
+    monkeypatch.setattr(_inflate, "_isal", False)  # what a failed `import isal` leaves
+    assert _inflate.choice() == "zlib"
+    x = np.arange(3000, dtype=np.uint8).reshape(3, 1000)
+    data = fastidx.write_idx(None, x, compress=True)
+    with _idx.IDXReader(data) as reader:
+        assert reader._stream.inflater == "zlib"
+    assert ref.same(fastidx.read_idx(data), x)

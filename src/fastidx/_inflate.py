@@ -158,6 +158,9 @@ class IsalInflater:
                 if chunk:
                     self._hungry = False
                     return chunk
+                if not data and not member.eof and not member.needs_input:
+                    # Never spin: an ISA-L that neither consumes nor produces is zlib's to judge.
+                    raise InflateError("fallback", "ISA-L made no progress", self.total_in)
                 continue
             # Between members: zero padding, the next member's header, junk or the end.
             while self._state != _START and self._queue and self._queue[0][0] == 0:

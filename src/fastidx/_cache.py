@@ -288,10 +288,35 @@ def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return _idx._aligned_empty(shape, dtype)
 
 
+class MemoryBudget:
+    """One call's ``max_memory`` and the bytes that call has already taken: a refusal names the
+    limit the caller gave, not what was left of it."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int, used: int = 0):
+        self.limit, self.used = limit, used
+
+    def after(self, nbytes: int) -> MemoryBudget:
+        return MemoryBudget(self.limit, self.used + nbytes)
+
+
+def memory_budget(max_memory) -> MemoryBudget | None:
+    """``max_memory=`` checked once, where a call starts: a whole number of bytes >= 0, or None."""
+    if max_memory is None or isinstance(max_memory, MemoryBudget):
+        return max_memory
+    number = isinstance(max_memory, (int, float, np.integer, np.floating)) and not isinstance(max_memory, bool)
+    if not number or not math.isfinite(max_memory) or max_memory < 0 or max_memory != int(max_memory):
+        raise ValueError(f"max_memory must be a whole number of bytes >= 0 (None: no limit), not {max_memory!r}")
+    return MemoryBudget(int(max_memory))
+
+
 def check_budget(nbytes: int, max_memory, what: str) -> None:
-    if max_memory is not None and nbytes > max_memory:
+    budget = memory_budget(max_memory)
+    if budget is not None and budget.used + nbytes > budget.limit:
+        taken = f" on top of the {budget.used:,} bytes this load already holds" if budget.used else ""
         raise MemoryLimitError(
-            f"{what} needs {nbytes:,} bytes, more than max_memory={max_memory:,}; "
+            f"{what} needs {nbytes:,} bytes{taken}, more than max_memory={budget.limit:,}; "
             f"load a slice (e.g. 'train[:10%]') or use iter_batches()"
         )
 

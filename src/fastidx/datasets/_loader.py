@@ -265,6 +265,13 @@ def _checked_conversion(dataset: str, dtype, normalize, mean, std, layout):
     return conversion
 
 
+def _memory_budget(max_memory):
+    """``max_memory=`` checked where a call starts (see :func:`fastidx._cache.memory_budget`)."""
+    from .. import _cache
+
+    return _cache.memory_budget(max_memory)
+
+
 class Dataset:
     """The loaders of one registry dataset.
 
@@ -387,13 +394,14 @@ class Dataset:
         conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
         options = dict(conversion=conversion, one_hot=one_hot, raw=raw, cache=cache,
                        cache_dir=cache_dir, mmap=mmap)
+        budget = _memory_budget(max_memory)  # checked before any file is looked at
         everything = _shard.narrow(lambda n: (0, n), _shard.check(shard, self.name))
         files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
         refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
-        train = self._load("train", everything, files, refetch, max_memory=max_memory, **options)
-        if max_memory is not None and not mmap:
-            max_memory -= sum(a.nbytes for a in train)
-        test = self._load("test", everything, files, refetch, max_memory=max_memory, **options)
+        train = self._load("train", everything, files, refetch, max_memory=budget, **options)
+        if budget is not None and not mmap:
+            budget = budget.after(sum(a.nbytes for a in train))
+        test = self._load("test", everything, files, refetch, max_memory=budget, **options)
         return train, test
 
     @documented
@@ -421,10 +429,11 @@ class Dataset:
         conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
         options = dict(conversion=conversion, one_hot=one_hot, raw=raw, cache=cache,
                        cache_dir=cache_dir, mmap=mmap)
+        budget = _memory_budget(max_memory)
         files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
                            progress=progress)
         refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
-        return self._load(name, select, files, refetch, max_memory=max_memory, **options)
+        return self._load(name, select, files, refetch, max_memory=budget, **options)
 
     def _refetcher(self, path, files, cache_dir, mirrors, progress):
         """How to get fresh copies of downloaded files (None for the caller's own files)."""
@@ -448,12 +457,12 @@ class Dataset:
         # Labels first: they are small, and their size tells what the images may take.
         y, ny = self._array(files[labels_role], refetch, max_memory=max_memory,
                             what=f"{self.name} {name!r} labels", **common)
-        budget = None if max_memory is None or mmap else max_memory - y.nbytes
+        budget = None if max_memory is None or mmap else max_memory.after(y.nbytes)
         if one_hot:
             self._check_labels(y, files[labels_role])
             hot = y.shape[0] * len(self.class_names) * 4
             _cache.check_budget(hot + y.nbytes, max_memory, f"{self.name} {name!r} one-hot labels")
-            budget = None if budget is None else budget - hot
+            budget = None if budget is None else budget.after(hot)
         x, nx = self._array(files[images_role], refetch, upright=self.spec.transposed and not raw,
                             max_memory=budget, what=f"{self.name} {name!r} images",
                             conv=conversion, **common)
@@ -496,6 +505,7 @@ class Dataset:
             _shard.seed_of(0, epoch, None, self.name)  # a bad epoch fails even in order
             select = _shard.narrow(select, shard)
         conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
+        max_memory = _memory_budget(max_memory)
         files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
                            progress=progress)
         images_role, labels_role = SPLITS[name]

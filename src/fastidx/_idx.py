@@ -260,7 +260,7 @@ class _Decoded:
         """``"isal"``, ``"zlib"``, or ``None`` for raw input."""
         if self._inflater is None:
             return None
-        return "zlib" if isinstance(self._inflater, _native.Inflater) else "isal"
+        return "isal" if isinstance(self._inflater, _inflate.IsalInflater) else "zlib"
 
     def read_exact(self, dst: np.ndarray) -> None:
         """Fill the uint8 array ``dst`` with the next decoded bytes, or raise :class:`_EndOfInput`."""
@@ -314,7 +314,7 @@ class _Decoded:
     def _hand_over_to_zlib(self) -> None:
         """Decode the stream again with zlib from its start, up to where the decoder stands."""
         self._chunks = _Replay(self.inp)
-        self._inflater = _native.Inflater()
+        self._inflater = _inflate.ZlibInflater()
         scratch, skipped = np.empty(_MAP_CHUNK, np.uint8), 0
         while skipped < self.offset:
             n = self._inflate(scratch[: min(scratch.shape[0], self.offset - skipped)])
@@ -344,7 +344,7 @@ class _Decoded:
             chunk = self._chunks.next_chunk()
             if chunk is None:
                 if not inflater.at_member_end:
-                    if not isinstance(inflater, _native.Inflater):
+                    if isinstance(inflater, _inflate.IsalInflater):
                         raise _ZlibMustJudge()  # zlib's words for a truncated stream
                     raise GzipError(
                         self.inp.name,

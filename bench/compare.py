@@ -184,7 +184,7 @@ def machine_info(argv) -> dict:
     except OSError:
         pass
     import fastidx
-    from fastidx import _native
+    from fastidx import _kernels
 
     # The commit of the fastidx being measured (the one imported, wherever it lives), and whether
     # its sources differ from that commit.
@@ -227,7 +227,8 @@ def machine_info(argv) -> dict:
         "fastidx_git_commit": commit,
         "fastidx_sources_modified": dirty,
         "fastidx_path": str(package),
-        "zlib": _native.ZLIB_VERSION,
+        "zlib": _kernels.ZLIB_VERSION,
+        "fastidx_kernels": _kernels.IMPLEMENTATION,  # "native", or "pure" (FASTIDX_PURE=1, no build)
         # NumPy asks for transparent huge pages for large arrays: whether it gets them decides the
         # cost of first touching the output (the floor), so it is part of the machine.
         "transparent_hugepage": thp or None,

@@ -78,3 +78,11 @@ class CacheWarning(UserWarning):
 
 class MemoryLimitError(FastIDXError, MemoryError, ValueError):
     """The requested arrays would exceed ``max_memory``; raised before anything is allocated."""
+
+
+class PurePythonWarning(RuntimeWarning):
+    """fastidx's compiled extension is missing: the slower pure-Python fallback is in use.
+
+    Raised once, when fastidx is imported; ``FASTIDX_PURE=1`` chooses the fallback on purpose and
+    silences it.
+    """

@@ -3,7 +3,7 @@
 An IDX file is ``00 00 <type code> <ndim>``, ``ndim`` big-endian uint32 dimensions, then the values in
 big-endian C order. fastidx decodes the payload straight into the final array: gzip is inflated in
 chunks by ISA-L or zlib (:mod:`fastidx._inflate` chooses), and uint8 data bound for another dtype goes through a
-256-entry lookup table (:func:`fastidx._native.lut_map`) built with the very NumPy expression the
+256-entry lookup table (:func:`fastidx._kernels.lut_map`) built with the very NumPy expression the
 caller would have written, so the results are bit-identical to it.
 """
 
@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _inflate, _native
+from . import _inflate, _kernels
 from ._conversion import Conversion
 from ._errors import (
     GzipError,
@@ -286,7 +286,7 @@ class _Decoded:
                 while True:
                     try:
                         chunk = inflater.inflate_chunk(limit)
-                    except _native.InflateError as exc:
+                    except _kernels.InflateError as exc:
                         if exc.kind == "fallback":
                             raise _ZlibMustJudge() from None
                         raise self._gzip_error(exc) from None
@@ -333,7 +333,7 @@ class _Decoded:
         while got < want:
             try:
                 got += inflater.inflate_into(dst[got:])
-            except _native.InflateError as exc:
+            except _kernels.InflateError as exc:
                 if exc.kind == "fallback":
                     raise _ZlibMustJudge() from None
                 raise self._gzip_error(exc) from None
@@ -554,7 +554,7 @@ class _Prefaulter:
                     self._cond.wait()
                 if self._stopped:
                     return
-            if not _native.prefault(self._bytes[pos:end]):
+            if not _kernels.prefault(self._bytes[pos:end]):
                 return  # the kernel cannot: the decoder's own faults will do
             pos = end
 
@@ -618,7 +618,7 @@ def map_uint8(src: np.ndarray, table: np.ndarray, dst: np.ndarray) -> None:
     """``dst.flat[i] = table[src.flat[i]]`` for contiguous ``src`` (uint8) and ``dst`` (table's dtype),
     in the native loop with the GIL released."""
     word = _WORD[table.dtype.itemsize]
-    _native.lut_map(src.reshape(-1), table.view(word), dst.reshape(-1).view(word))
+    _kernels.lut_map(src.reshape(-1), table.view(word), dst.reshape(-1).view(word))
 
 
 def convert_uint8(x: np.ndarray, conversion: Conversion) -> np.ndarray:
@@ -889,7 +889,7 @@ class IDXReader:
                 map_uint8(block, table, part)
             else:
                 if stored.itemsize > 1 and sys.byteorder == "little":
-                    _native.byteswap(block.view(_WORD[stored.itemsize]))
+                    _kernels.byteswap(block.view(_WORD[stored.itemsize]))
                 part[...] = values
             start += values.shape[0]
             del block, values, part
@@ -915,7 +915,7 @@ class IDXReader:
                     part = raw[start : start + _DIRECT_CHUNK]
                     self._stream.read_exact(part)
                     if stored.itemsize > 1 and sys.byteorder == "little":
-                        _native.byteswap(part.view(_WORD[stored.itemsize]))
+                        _kernels.byteswap(part.view(_WORD[stored.itemsize]))
                     if advance is not None:
                         advance(start + part.shape[0])
             else:
@@ -925,7 +925,7 @@ class IDXReader:
                     part = staging[: min(per, count - start)]
                     self._stream.read_exact(part.view(np.uint8))
                     if stored.itemsize > 1 and sys.byteorder == "little":
-                        _native.byteswap(part.view(_WORD[stored.itemsize]))
+                        _kernels.byteswap(part.view(_WORD[stored.itemsize]))
                     flat[start : start + part.shape[0]] = part
                     if advance is not None:
                         advance((start + part.shape[0]) * flat.dtype.itemsize)

@@ -53,6 +53,8 @@ def extensions() -> list:
         sources=["native/_native.pyx"],
         include_dirs=[np.get_include(), *zlib.pop("include_dirs", [])],
         extra_compile_args=["/O2"] if sys.platform == "win32" else ["-O3"],
+        # Python's own flags add -g: debug information would be 90% of the installed extension.
+        extra_link_args=["-Wl,--strip-debug"] if sys.platform.startswith("linux") else [],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         **zlib,
     )

@@ -9,7 +9,6 @@ downloader are imported by the first call that needs them.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._errors import CacheWarning, DatasetNotFoundError, IDXError
+from ._docs import documented
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,7 +25,6 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 SPLITS = {"train": ("train_images", "train_labels"), "test": ("test_images", "test_labels")}
 NPZ_KEYS = {"train_images": "x_train", "train_labels": "y_train",
             "test_images": "x_test", "test_labels": "y_test"}
-_NPZ_CHUNK = 1 << 20  # bytes inflated per read from an .npz member
 
 
 def spellings(official: str) -> list[str]:
@@ -132,101 +131,6 @@ def parse_split(split, dataset: str = "dataset"):
         return start, max(start, stop)
 
     return name, select
-
-
-#: What each loader parameter means: the one description every public loader's docstring shows.
-PARAMETERS = {
-    "split": """str
-    ``"train"`` or ``"test"``, optionally sliced TFDS-style: ``"train[:6000]"``,
-    ``"train[10%:20%]"``, ``"test[-1000:]"``. Bounds are row numbers (negative ones count from the
-    end) or whole percentages from -100 to 100; a percentage ``p`` of ``n`` rows is row
-    ``round(p * n / 100)`` (exact arithmetic, ties to even: TFDS's ``closest`` rounding), then
-    Python slice rules apply. Only the needed frames of the cache are decoded.""",
-    "batch_size": """int
-    Rows per batch.""",
-    "shuffle": """bool
-    Visit the rows in the order of ``numpy.random.default_rng(seed).permutation(rows)``, every row
-    once per pass, gathered from the uncompressed cache file (written on first use; a temporary
-    file when ``cache=False``).""",
-    "seed": """int, optional
-    Seed of the permutation: a seed always gives the same order.""",
-    "drop_remainder": """bool
-    Drop a last batch smaller than ``batch_size``.""",
-    "path": """str or os.PathLike, optional
-    A directory holding the IDX files (gzipped or not, ``-idx`` or ``.idx`` spellings; a split
-    needs only its own two files) or a Keras-format ``.npz`` file. For MNIST a bare file name
-    ending in ``.npz`` (Keras's ``path="mnist.npz"``) means what it means to Keras: that file in
-    Keras's cache directory (see the README's "Keras compatibility"). Default: the downloaded
-    copy.""",
-    "dtype": """dtype, optional
-    Image dtype; default uint8, or float32 when ``normalize``, ``mean`` or ``std`` is given.""",
-    "normalize": """bool
-    Scale images to [0, 1]: exactly ``x.astype(dtype) / dtype(255)``.""",
-    "mean": """float, optional
-    Standardize on the [0, 1] scale, with or without ``normalize`` (torchvision's ``Normalize``
-    after ``ToTensor``): exactly ``(x.astype(dtype) / dtype(255) - mean) / std`` in ``dtype``.""",
-    "std": """float, optional
-    The divisor of that standardization; it must be positive (``ValueError`` otherwise).""",
-    "layout": """{None, "NHWC", "NCHW", "flat"}
-    Images as stored (N, H, W), or (N, H, W, 1), (N, 1, H, W), (N, H*W).""",
-    "one_hot": """bool
-    Labels as float32 one-hot rows, as ``keras.utils.to_categorical`` makes them; a label outside
-    ``range(len(class_names))`` or a non-integer label is a ``ValueError`` naming the file.""",
-    "raw": """bool
-    EMNIST only: keep the images transposed, as NIST stores them.""",
-    "cache": """bool
-    Keep the decoded arrays in the cache directory (zstd-compressed) after the first load, so that
-    later loads skip parsing; an entry is keyed by its source file's SHA-256.""",
-    "cache_dir": """str or os.PathLike, optional
-    Cache directory (default: ``$FASTIDX_HOME`` or the user cache directory).""",
-    "mmap": """bool
-    Return copy-on-write memory maps of uncompressed cache files (written on first use): a load
-    costs well under a millisecond and processes share one physical copy; writes to the arrays
-    stay private. Needs ``cache=True``; ``.npz`` sources are loaded normally.""",
-    "max_memory": """int, optional
-    Refuse, with :class:`fastidx.MemoryLimitError` (a ``MemoryError`` and a ``ValueError``)
-    raised before allocating, a load whose arrays would take more bytes (``load_data``: both
-    splits together; ``iter_batches``: one batch plus the working buffers). Memory maps cost no
-    private memory and are not counted. From an ``.npz`` the stored rows are read before they
-    are converted, so both count.""",
-    "mirrors": """str or list of str, optional
-    Base URLs tried first when files must be downloaded (see the README).""",
-    "progress": """bool, optional
-    Show download progress on stderr; default: when stderr is a terminal.""",
-    "shard": """(int, int), optional
-    ``(index, count)``, e.g. ``(rank, world_size)``: one rank's rows. In order (``load``,
-    ``iter_batches`` without shuffle) the ``index``-th of ``count`` contiguous blocks, decoding
-    only those; shuffled, the stride ``perm[index::count]`` of the permutation every rank draws
-    alike (``torch.utils.data.DistributedSampler``'s rule without padding; needs ``seed``). The
-    ``count`` shards together hold every row exactly once.""",
-    "epoch": """int, optional
-    Seed the shuffled permutation with ``seed + epoch``: a new order each epoch, the same on every
-    rank.""",
-}
-
-
-def documented(func):
-    """Insert the numpydoc ``Parameters`` section of ``func``'s own parameters (from
-    :data:`PARAMETERS`) into its docstring, before its ``Returns`` (or ``Examples``) section."""
-    doc = func.__doc__
-    if not doc:  # python -OO
-        return func
-    code = func.__code__
-    names = [name for name in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-             if name != "self"]
-    body = [line for line in doc.splitlines()[1:] if line.strip()]
-    indent = min((len(line) - len(line.lstrip()) for line in body), default=0) * " "
-    lines = ["Parameters", "----------"]
-    for name in names:
-        lines.extend(f"{name} : {PARAMETERS[name]}".splitlines())
-    section = "".join(f"{indent}{line}\n" for line in lines) + "\n"
-    for heading in ("Returns", "Examples", "Example"):
-        at = doc.find(f"\n{indent}{heading}\n")
-        if at >= 0:
-            func.__doc__ = doc[: at + 1] + section + doc[at + 1 :]
-            return func
-    func.__doc__ = doc.rstrip() + "\n\n" + section
-    return func
 
 
 def one_hot_rows(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -588,11 +492,12 @@ class Dataset:
         import zlib
 
         from .. import _cache, _idx
+        from ._npz import NpyMember
 
         keys = (f"x_{split}", f"y_{split}")
         try:
             with zipfile.ZipFile(file) as archive:
-                members = [_NpyMember(archive, key, file) for key in keys]
+                members = [NpyMember(archive, key, file) for key in keys]
                 xm, ym = members
                 check_pair(f"{file}[{xm.key}]", xm.shape, f"{file}[{ym.key}]", ym.shape)
                 start, stop = select(xm.shape[0])
@@ -630,81 +535,6 @@ def _upright(x: np.ndarray) -> np.ndarray:
         part = x[start : start + block]
         part[...] = part.transpose(0, 2, 1).copy()
     return x
-
-
-class _NpyMember:
-    """One array of an open ``.npz``: its npy header, checked against the archive's size record."""
-
-    def __init__(self, archive, key: str, file: Path):
-        self.archive, self.key, self.file = archive, key, file
-        try:
-            self.info = archive.getinfo(key + ".npy")
-        except KeyError:
-            raise IDXError(str(file), f"is not a Keras-format dataset archive: no {key!r}") from None
-        fmt = np.lib.format
-        with archive.open(self.info) as f:
-            try:
-                version = fmt.read_magic(f)
-                if version == (1, 0):
-                    shape, fortran, dtype = fmt.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    shape, fortran, dtype = fmt.read_array_header_2_0(f)
-                else:
-                    raise ValueError(f"npy format version {version} is not supported")
-            except ValueError as exc:
-                raise IDXError(str(file), f"member {key}.npy has a bad npy header: {exc}") from None
-            self.offset = f.tell()
-        if dtype.hasobject or dtype.itemsize == 0 or len(shape) == 0:
-            raise IDXError(str(file), f"member {key}.npy holds {dtype} data of shape {shape}, "
-                                      f"not an array of numbers")
-        self.shape, self.dtype, self.fortran = tuple(shape), dtype, bool(fortran) and len(shape) > 1
-        self.row_items = math.prod(self.shape[1:])
-        self.row_bytes = self.row_items * dtype.itemsize
-        need = self.shape[0] * self.row_bytes
-        have = self.info.file_size - self.offset
-        if have != need:
-            raise IDXError(
-                str(file),
-                f"member {key}.npy declares {'x'.join(map(str, self.shape))} {dtype} = {need} bytes "
-                f"but holds {have}",
-            )
-        # A Fortran-ordered array is read whole and then sliced.
-        self.fortran_bytes = need if self.fortran else 0
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)`` in native byte order, inflating only what they need (all of
-        a Fortran-ordered array)."""
-        native = self.dtype.newbyteorder("=")
-        with self.archive.open(self.info) as f:
-            if self.fortran:
-                whole = np.empty(self.shape[::-1], native)
-                self._fill(f, self.offset, whole)
-                out = np.ascontiguousarray(whole.T[start:stop])
-            else:
-                out = np.empty((stop - start,) + self.shape[1:], native)
-                self._fill(f, self.offset + start * self.row_bytes, out)
-        if native != self.dtype and native.itemsize > 1:
-            out.byteswap(inplace=True)
-        return out
-
-    def _fill(self, f, offset: int, out: np.ndarray) -> None:
-        # Skip to ``offset`` a chunk at a time (ZipExtFile.seek would inflate 16 MiB per step).
-        skipped = 0
-        while skipped < offset:
-            chunk = f.read(min(_NPZ_CHUNK, offset - skipped))
-            if not chunk:
-                raise IDXError(str(self.file), f"member {self.key}.npy ends after "
-                                               f"{skipped - self.offset} of its bytes")
-            skipped += len(chunk)
-        view = memoryview(out.reshape(-1).view(np.uint8))
-        done = 0
-        while done < len(view):
-            chunk = f.read(min(_NPZ_CHUNK, len(view) - done))
-            if not chunk:
-                raise IDXError(str(self.file), f"member {self.key}.npy ends after "
-                                               f"{offset - self.offset + done} of its bytes")
-            view[done : done + len(chunk)] = chunk
-            done += len(chunk)
 
 
 def _is_bare_npz_name(text: str) -> bool:

@@ -12,7 +12,8 @@ With the default options the arrays are exactly those of ``keras.datasets.fashio
 README's "Keras compatibility" section lists the remaining differences from Keras.
 """
 
-from ._loader import Dataset, documented
+from ._docs import documented
+from ._loader import Dataset
 
 __all__ = ["class_names", "iter_batches", "load", "load_data"]
 

@@ -12,7 +12,8 @@ With the default options the arrays are exactly the uint8 contents of the KMNIST
 MNIST-format files. Every option is described in each function's docstring.
 """
 
-from ._loader import Dataset, documented
+from ._docs import documented
+from ._loader import Dataset
 
 __all__ = ["class_names", "iter_batches", "load", "load_data"]
 

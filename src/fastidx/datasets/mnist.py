@@ -36,18 +36,7 @@ def load_data(path=None, *, dtype=None, normalize=False, mean=None, std=None, la
     - ``x_test``: uint8 array of shape (10000, 28, 28);
     - ``y_test``: uint8 array of shape (10000,).
 
-    The classes (``class_names[y]``):
-
-    - 0: 0
-    - 1: 1
-    - 2: 2
-    - 3: 3
-    - 4: 4
-    - 5: 5
-    - 6: 6
-    - 7: 7
-    - 8: 8
-    - 9: 9
+    The classes are the digits 0-9: ``class_names[y] == str(y)``.
 
     Returns
     -------

@@ -39,10 +39,10 @@ import json
 import math
 import mmap as _mmap
 import os
+import stat
 import struct
 import threading
 import time
-import warnings
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +54,8 @@ import zstandard
 from . import _idx
 from ._atomic import atomic_write
 from ._conversion import Conversion
-from ._errors import CacheDirError, CacheWarning, MemoryLimitError
+from ._errors import CacheDirError, MemoryLimitError, warn_cache
+from ._lock import FileLock
 
 FORMAT_VERSION = 1
 MAGIC = b"FIDXCACH"
@@ -145,8 +146,8 @@ def source_digest(path: Path, directory: Path) -> tuple[str, list[int]]:
     hashed_ns = time.time_ns()
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    with contextlib.suppress(OSError):
-        record.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # CacheDirError included: the index is an optimisation
+        own_dir(record.parent)
         with atomic_write(record) as f:
             f.write(json.dumps({"path": real, "stat": ident, "hashed_ns": hashed_ns,
                                 "sha256": digest}).encode())
@@ -264,11 +265,7 @@ def open_header(path: Path, kind: int, digest: str | None = None, variant: str |
 
 
 def _warn_rebuild(path: Path, reason) -> None:
-    warnings.warn(
-        f"fastidx cache file {path} is unusable ({reason}); rebuilding it from the source",
-        CacheWarning,
-        stacklevel=5,
-    )
+    warn_cache(f"fastidx cache file {path} is unusable ({reason}); rebuilding it from the source")
     with contextlib.suppress(OSError):
         os.unlink(path)
 
@@ -640,21 +637,38 @@ def _frames_meta(header: _idx.Header, digest: str, variant: str, source: Path, d
 
 @contextlib.contextmanager
 def _build_lock(directory: Path, name: str):
-    """Hold the build lock of one entry (best effort: on timeout, go on without it)."""
-    import filelock
-
-    locks = directory / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(locks / f"{name}.lock"), timeout=_LOCK_TIMEOUT)
+    """Hold the build lock of one entry; after :data:`_LOCK_TIMEOUT` seconds go on without it
+    (files are renamed into place whole, so two builders only cost time)."""
+    lock = FileLock(own_dir(directory / "locks") / f"{name}.lock")
     try:
-        lock.acquire()
-    except filelock.Timeout:  # pragma: no cover - a builder stuck for ten minutes
-        yield
-        return
-    try:
+        lock.acquire(_LOCK_TIMEOUT)
         yield
     finally:
         lock.release()
+
+
+def own_dir(path: Path, create: bool = True) -> Path:
+    """``path``, a directory of fastidx's cache layout (created if absent and ``create``).
+
+    Raises :class:`CacheDirError` if it is a symlink or not a directory: fastidx never writes or
+    deletes through a symlink inside its cache, and refuses a layout it did not make.
+    """
+    if create:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(parents=True)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        if create:
+            raise
+        return path
+    if not stat.S_ISDIR(mode):
+        raise CacheDirError(
+            f"{path} is {'a symlink' if stat.S_ISLNK(mode) else 'not a directory'}: this is not the "
+            f"layout fastidx makes in its cache, and fastidx never writes or deletes through "
+            f"symlinks there; remove it (fastidx rebuilds it) or choose another cache_dir="
+        )
+    return path
 
 
 def _writable(directory: Path) -> bool:
@@ -663,7 +677,7 @@ def _writable(directory: Path) -> bool:
     try:
         writable_dir(directory)
     except CacheDirError as exc:
-        warnings.warn(f"{exc}; loading without the cache", CacheWarning, stacklevel=5)
+        warn_cache(f"{exc}; loading without the cache", key="no cache")
         return False
     return True
 
@@ -715,8 +729,7 @@ class Source:
                     raise _SourceChanged(out)
         except _SourceChanged as changed:
             # Rewritten since it was hashed: what was decoded may not be what the key names.
-            warnings.warn(f"{self.path} changed while it was being read; not caching it",
-                          CacheWarning, stacklevel=5)
+            warn_cache(f"{self.path} changed while it was being read; not caching it")
             return changed.out
         return out
 

@@ -86,3 +86,68 @@ class PurePythonWarning(RuntimeWarning):
     Raised once, when fastidx is imported; ``FASTIDX_PURE=1`` chooses the fallback on purpose and
     silences it.
     """
+
+
+# --- warnings ------------------------------------------------------------------------------------
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_scope = None  # created on first use: a threading.local with the current call's warnings
+
+
+def _stacklevel() -> int:
+    """The ``stacklevel`` that makes ``warnings.warn``, called by the caller of our caller, point
+    at the first frame outside the fastidx package (the user's line)."""
+    import sys
+
+    frame = sys._getframe(2)  # the caller of warn_cache
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def warn_cache(message: str, key=None) -> None:
+    """Issue a :class:`CacheWarning` pointing at the user's line (the first frame outside fastidx).
+
+    Inside :func:`one_warning_per_call` (around every public load), a warning with the same ``key``
+    (default: the message) is issued only once per call, whatever the warnings filters say.
+    """
+    import warnings
+
+    state = _scope_state()
+    if state.depth:
+        key = message if key is None else key
+        if key in state.seen:
+            return
+        state.seen.add(key)
+    warnings.warn(message, CacheWarning, stacklevel=_stacklevel())
+
+
+def _scope_state():
+    global _scope
+    if _scope is None:
+        import threading
+
+        _scope = threading.local()
+    if not hasattr(_scope, "depth"):
+        _scope.depth, _scope.seen = 0, set()
+    return _scope
+
+
+def one_warning_per_call(function):
+    """Decorator of public load functions: each distinct cache warning at most once per call."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        state = _scope_state()
+        state.depth += 1
+        try:
+            return function(*args, **kwargs)
+        finally:
+            state.depth -= 1
+            if not state.depth:
+                state.seen = set()
+
+    return wrapper

@@ -39,7 +39,7 @@ Downloading
     ``progress=True`` forces it).
 
 Several processes
-    One ``filelock.FileLock`` per file (``.<file name>.lock`` beside it): one process downloads, the
+    One lock file per file (``.<file name>.lock`` beside it, see :mod:`fastidx._lock`): one process downloads, the
     others wait (logging once what they wait for) and then use its file. The lock is an OS lock the
     kernel drops when its holder dies, so a killed process never blocks the others; a waiter gives up
     with :class:`~fastidx.DownloadError` only when the holder shows no progress for
@@ -71,23 +71,21 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import filelock
-
 from . import registry
 from ._atomic import atomic_write, new_temp
 from ._errors import (
     CacheDirError,
-    CacheWarning,
     ChecksumError,
     DatasetNotFoundError,
     DownloadError,
+    warn_cache,
 )
+from ._lock import FileLock, held
 from ._paths import ENV_HOME, cache_root, writable_dir
 
 __all__ = ["fetch", "discard"]
@@ -201,22 +199,16 @@ def discard(path) -> None:
         if guess.key(path) in guess.files:
             root = str(guess.root)
     if root is None:
-        warnings.warn(
-            f"{path} could not be parsed; it is not a file of the fastidx cache, so it was left in place",
-            CacheWarning,
-            stacklevel=2,
-        )
+        warn_cache(f"{path} could not be parsed; it is not a file of the fastidx cache, so it was left in place")
         return
     manifest = _Manifest(Path(root))
     manifest.forget(path)
     manifest.save()
     if external:
         _DISTRUSTED.add(str(path))
-        warnings.warn(
+        warn_cache(
             f"{path} could not be parsed; fastidx will not use this copy (it belongs to another tool "
-            f"and was left in place) and will download its own",
-            CacheWarning,
-            stacklevel=2,
+            f"and was left in place) and will download its own"
         )
         return
     try:
@@ -224,7 +216,7 @@ def discard(path) -> None:
         done = "deleted it; it will be downloaded again"
     except OSError as exc:
         done = f"could not delete it ({exc.strerror or exc})"
-    warnings.warn(f"{path} could not be parsed; {done}", CacheWarning, stacklevel=2)
+    warn_cache(f"{path} could not be parsed; {done}")
 
 
 def lock_path(target: Path) -> Path:
@@ -442,12 +434,12 @@ class _Manifest:
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            with filelock.FileLock(str(lock_path(self.path)), timeout=10):
+            with held(lock_path(self.path), timeout=10):
                 files = self._read()
                 self._apply(files)
                 with atomic_write(self.path, "w") as out:
                     json.dump({"version": 1, "files": files}, out, indent=1, sort_keys=True)
-        except (OSError, filelock.Timeout) as exc:
+        except OSError as exc:  # LockTimeout and CacheDirError are OSErrors
             log.info("could not update %s: %s", self.path, exc)
             return
         self._changes.clear()
@@ -616,11 +608,7 @@ class _Fetcher:
                 if self.manifest.vouches(target, file, self.spec.archive.sha256):
                     return target
                 if self.manifest.has_stale_entry(target):
-                    warnings.warn(
-                        f"cached file {target} changed since it was extracted; extracting it again",
-                        CacheWarning,
-                        stacklevel=2,
-                    )
+                    warn_cache(f"cached file {target} changed since it was extracted; extracting it again")
             return None
         if target.is_file():
             if self._check(target, file, role):
@@ -658,11 +646,9 @@ class _Fetcher:
             target.unlink()
             self.manifest.forget(target)
             self.manifest.save()
-        warnings.warn(
+        warn_cache(
             f"cached file {target} is damaged ({_mismatch(file, verdict)}); deleted it, "
-            f"it will be fetched again",
-            CacheWarning,
-            stacklevel=2,
+            f"it will be fetched again"
         )
 
     def _decoded_limit(self, role: str | None) -> int:
@@ -917,11 +903,7 @@ class _Fetcher:
             verdict_text = "it does not match the official archive"
             zip_target.unlink()
             self.manifest.forget(zip_target)
-            warnings.warn(
-                f"cached file {zip_target} is damaged ({verdict_text}); deleted it, it will be fetched again",
-                CacheWarning,
-                stacklevel=2,
-            )
+            warn_cache(f"cached file {zip_target} is damaged ({verdict_text}); deleted it, it will be fetched again")
         for candidate in self._elsewhere(archive.name):
             if self._check(candidate, archive, None):
                 return candidate
@@ -974,20 +956,15 @@ class _Fetcher:
     @contextlib.contextmanager
     def _locked(self, target: Path, what: str):
         """Hold ``target``'s lock; say once what we wait for, give up if its holder stalls."""
-        lock = filelock.FileLock(str(lock_path(target)))
+        lock = FileLock(lock_path(target))
         try:
-            lock.acquire(timeout=LOCK_NOTICE_AFTER)
-        except filelock.Timeout:
-            message = f"fastidx: waiting for another process {what} (lock {lock_path(target)})"
-            log.info(message)
-            print(message, file=sys.stderr, flush=True)
-            limit = _env_seconds(ENV_LOCK_TIMEOUT, LOCK_TIMEOUT)
-            seen, since = _activity(target), time.monotonic()
-            while True:
-                try:
-                    lock.acquire(timeout=min(1.0, max(limit, 0.05)))
-                    break
-                except filelock.Timeout:
+            if not lock.acquire(timeout=LOCK_NOTICE_AFTER):
+                message = f"fastidx: waiting for another process {what} (lock {lock_path(target)})"
+                log.info(message)
+                print(message, file=sys.stderr, flush=True)
+                limit = _env_seconds(ENV_LOCK_TIMEOUT, LOCK_TIMEOUT)
+                seen, since = _activity(target), time.monotonic()
+                while not lock.acquire(timeout=min(1.0, max(limit, 0.05))):
                     now = _activity(target)
                     if now != seen:
                         seen, since = now, time.monotonic()
@@ -995,8 +972,7 @@ class _Fetcher:
                         raise DownloadError(
                             f"gave up waiting for {lock_path(target)}: the process holding it made no "
                             f"progress {what} for {limit:g} s ({ENV_LOCK_TIMEOUT})"
-                        ) from None
-        try:
+                        )
             yield
         finally:
             lock.release()

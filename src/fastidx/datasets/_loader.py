@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._errors import CacheWarning, DatasetNotFoundError, IDXError
+from .._errors import CacheWarning, DatasetNotFoundError, IDXError, one_warning_per_call
 from ._docs import documented
 
 if TYPE_CHECKING:
@@ -280,6 +280,7 @@ class Dataset:
 
     # -- loading
 
+    @one_warning_per_call
     @documented
     def load_data(self, path=None, *, dtype=None, normalize=False, mean=None, std=None,
                   layout=None, one_hot=False, raw=False, cache=True, cache_dir=None, mmap=False,
@@ -308,6 +309,7 @@ class Dataset:
         test = self._load("test", everything, files, refetch, max_memory=budget, **options)
         return train, test
 
+    @one_warning_per_call
     @documented
     def load(self, split, path=None, *, dtype=None, normalize=False, mean=None, std=None,
              layout=None, one_hot=False, raw=False, cache=True, cache_dir=None, mmap=False,
@@ -378,6 +380,7 @@ class Dataset:
             y = one_hot_rows(y, len(self.class_names))
         return x, y
 
+    @one_warning_per_call
     @documented
     def iter_batches(self, split, batch_size, *, shuffle=False, seed=None, drop_remainder=False,
                      shard=None, epoch=None, path=None, dtype=None, normalize=False, mean=None, std=None, layout=None,

@@ -18,6 +18,20 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("FASTIDX_MIRROR", raising=False)
     monkeypatch.delenv("FASTIDX_OFFLINE", raising=False)
     yield home
+    _settle_cache_writers()
+
+
+def _settle_cache_writers():
+    """A test's background cache writers finish within the test, and their failures (if any) are
+    not reported as warnings of the next test."""
+    import sys
+
+    cache = sys.modules.get("fastidx._cache")
+    if cache is not None:
+        for _, writer in list(cache._writers):
+            writer.join()
+        cache._writers.clear()
+        cache._failures.clear()
 
 
 @pytest.fixture

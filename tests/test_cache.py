@@ -132,6 +132,7 @@ def test_load_data_is_load_of_both_splits(data, tmp_path):
 def test_first_load_writes_one_entry_per_source_and_no_temporary_file(data, tmp_path):
     directory, _ = data
     mnist.load_data(directory, cache_dir=tmp_path / "c", normalize=True)
+    _cache.wait_for_writers()  # entries are written on a background thread
     decoded = tmp_path / "c" / "decoded"
     assert len(list(decoded.glob("*.fidx"))) == 4
     assert not list(decoded.glob(".*"))
@@ -223,6 +224,7 @@ def test_a_source_changing_during_the_first_load_is_not_cached(data, tmp_path, m
     with pytest.warns(CacheWarning, match="changed while it was being read"):
         x, _ = mnist.load("train", directory, cache_dir=tmp_path / "c")
     assert_same(x, arrays["train_images"])
+    _cache.wait_for_writers()
     assert len(list((tmp_path / "c" / "decoded").glob("*.fidx"))) == 1  # the labels only
 
 
@@ -231,6 +233,7 @@ def test_entries_are_shared_by_identical_files_and_keyed_by_content(tmp_path, sm
     write_dataset(tmp_path / "b", seed=1)
     mnist.load("train", tmp_path / "a", cache_dir=tmp_path / "c")
     mnist.load("train", tmp_path / "b", cache_dir=tmp_path / "c")
+    _cache.wait_for_writers()
     assert len(list((tmp_path / "c" / "decoded").glob("*.fidx"))) == 2  # images + labels
     x, _ = mnist.load("train", tmp_path / "b", cache_dir=tmp_path / "c")
     assert_same(x, a["train_images"])
@@ -242,6 +245,7 @@ def test_entries_are_shared_by_identical_files_and_keyed_by_content(tmp_path, sm
 
 def _entry(cache_dir: Path, suffix=".fidx") -> Path:
     """The train-images entry (the biggest file of its kind)."""
+    _cache.wait_for_writers()
     return max((cache_dir / "decoded").glob(f"*{suffix}"), key=lambda p: p.stat().st_size)
 
 
@@ -362,6 +366,7 @@ def test_a_broken_source_leaves_no_entry(tmp_path, small_frames):
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises(fastidx.IDXError):
         mnist.load("train", tmp_path / "d", cache_dir=tmp_path / "c")
+    _cache.wait_for_writers()
     decoded = tmp_path / "c" / "decoded"
     assert not [p for p in decoded.iterdir() if p.is_file() and "images" not in p.name
                 and p.stat().st_size > 25000]

@@ -33,7 +33,9 @@ An entry that fails any check is rebuilt from its source with a :class:`fastidx.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -43,6 +45,7 @@ import stat
 import struct
 import threading
 import time
+import warnings
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -52,9 +55,9 @@ import numpy as np
 import zstandard
 
 from . import _idx
-from ._atomic import atomic_write
+from ._atomic import atomic_write, new_temp
 from ._conversion import Conversion
-from ._errors import CacheDirError, MemoryLimitError, warn_cache
+from ._errors import CacheDirError, CacheLayoutError, CacheWarning, MemoryLimitError, warn_cache
 from ._lock import FileLock
 
 FORMAT_VERSION = 1
@@ -75,17 +78,11 @@ _RAW_ALIGN = 4096
 _RACY_NS = 2_000_000_000
 _LOCK_TIMEOUT = 600.0
 VARIANTS = ("stored", "upright")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class CorruptEntry(Exception):
     """Internal: a cache file failed a check; ``str()`` says which."""
-
-
-class _SourceChanged(Exception):
-    """Internal: the source changed during a build (``out`` is what was decoded)."""
-
-    def __init__(self, out):
-        self.out = out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,29 +124,53 @@ def _identity(path) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def source_digest(path: Path, directory: Path) -> tuple[str, list[int]]:
-    """SHA-256 of ``path``'s bytes and the file's identity (:func:`_identity`) when it was taken;
-    a stat index in ``directory/sources`` avoids re-hashing an unchanged file."""
-    ident = _identity(path)
-    real = os.path.realpath(path)
-    record = directory / "sources" / (hashlib.sha256(os.fsencode(real)).hexdigest()[:32] + ".json")
+def parse_json(blob):
+    """``json.loads`` for files of the cache: anything unreadable, absurdly nested JSON included,
+    raises ValueError (never RecursionError)."""
     try:
-        known = json.loads(record.read_bytes())
+        return json.loads(blob)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _record_path(path, directory: Path) -> tuple[str, Path]:
+    name = os.path.abspath(path)
+    key = hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
+    return name, directory / "sources" / f"{key}.json"
+
+
+def known_digest(path, directory: Path) -> tuple[str | None, list[int]]:
+    """``(SHA-256 or None, identity)``: the digest the stat index holds for ``path`` if the file is
+    unchanged since it was hashed (one ``stat`` and one small read, nothing written)."""
+    ident = _identity(path)
+    name, record = _record_path(path, directory)
+    try:
+        known = parse_json(record.read_bytes())
         if (
-            known["path"] == real
+            known["path"] == name
             and known["stat"] == ident
             and known["hashed_ns"] - max(ident[3], ident[4]) > _RACY_NS
         ):
             return known["sha256"], ident
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    return None, ident
+
+
+def source_digest(path: Path, directory: Path) -> tuple[str, list[int]]:
+    """SHA-256 of ``path``'s bytes and the file's identity (:func:`_identity`) when it was taken;
+    a stat index in ``directory/sources`` avoids re-hashing an unchanged file."""
+    digest, ident = known_digest(path, directory)
+    if digest is not None:
+        return digest, ident
     hashed_ns = time.time_ns()
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
+    name, record = _record_path(path, directory)
     with contextlib.suppress(OSError):  # CacheDirError included: the index is an optimisation
         own_dir(record.parent)
         with atomic_write(record) as f:
-            f.write(json.dumps({"path": real, "stat": ident, "hashed_ns": hashed_ns,
+            f.write(json.dumps({"path": name, "stat": ident, "hashed_ns": hashed_ns,
                                 "sha256": digest}).encode())
     return digest, ident
 
@@ -162,11 +183,15 @@ class Header:
     """The parsed header of a cache file."""
 
     def __init__(self, kind: int, meta: dict, data_offset: int, file_size: int):
+        if not isinstance(meta, dict):
+            raise TypeError("metadata is not an object")
         self.kind = kind
         self.meta = meta
         self.data_offset = data_offset
         self.file_size = file_size
         self.shape = tuple(meta["shape"])
+        if not all(type(n) is int and n >= 0 for n in self.shape) or not self.shape:
+            raise ValueError(f"bad shape {meta['shape']!r}")
         self.dtype = np.dtype(meta["dtype"])
 
     @property
@@ -211,7 +236,7 @@ def read_header(fd: int, file_size: int) -> Header:
     if len(blob) != meta_len or zlib.crc32(blob) != crc:
         raise CorruptEntry("header checksum mismatch")
     try:
-        meta = json.loads(blob)
+        meta = parse_json(blob)
         header = Header(kind, meta, data_offset, file_size)
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptEntry(f"unreadable header metadata ({exc})") from None
@@ -235,19 +260,39 @@ def read_header(fd: int, file_size: int) -> Header:
         if end != file_size:
             raise CorruptEntry(f"file is {file_size} bytes, its frames end at {end}")
     else:
-        nbytes = math.prod(header.shape) * np.dtype(meta["array_dtype"]).itemsize
+        try:
+            nbytes = math.prod(header.shape) * np.dtype(meta["array_dtype"]).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise CorruptEntry("unreadable array dtype") from None
         if data_offset + nbytes != file_size:
             raise CorruptEntry(f"file is {file_size} bytes, expected {data_offset + nbytes}")
     return header
 
 
-def open_header(path: Path, kind: int, digest: str | None = None, variant: str | None = None):
-    """``(fd, header)`` of a valid cache file of ``kind``; ``None`` if absent; CorruptEntry if bad."""
+def _open_quietly(path, flags: int) -> int:
+    """Open without updating the access time, when the system allows it: looking at the cache
+    (listing, verifying, pruning) must not count as using an entry (see fastidx.cache.prune)."""
+    noatime = getattr(os, "O_NOATIME", 0)
+    if noatime:
+        try:
+            return os.open(path, flags | noatime)
+        except PermissionError:  # O_NOATIME needs the file's owner (or CAP_FOWNER)
+            pass
+    return os.open(path, flags)
+
+
+def open_header(path: Path, kind: int, digest: str | None = None, variant: str | None = None,
+                *, quiet: bool = False):
+    """``(fd, header)`` of a valid cache file of ``kind``; ``None`` if absent; CorruptEntry if bad.
+    ``quiet``: do not update the file's access time (management, not use)."""
+    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_BINARY", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        fd = _open_quietly(path, flags) if quiet else os.open(path, flags)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise CorruptEntry("is a symlink, not a file fastidx wrote") from None
         raise CorruptEntry(f"cannot be opened: {exc.strerror or exc}") from None
     try:
         header = read_header(fd, os.fstat(fd).st_size)
@@ -262,12 +307,6 @@ def open_header(path: Path, kind: int, digest: str | None = None, variant: str |
         os.close(fd)
         raise
     return fd, header
-
-
-def _warn_rebuild(path: Path, reason) -> None:
-    warn_cache(f"fastidx cache file {path} is unusable ({reason}); rebuilding it from the source")
-    with contextlib.suppress(OSError):
-        os.unlink(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +399,6 @@ class Output:
 # Threads: one pool for decoding frames, one worker for the compress-and-write stage of a build.
 
 _pools: dict = {}
-_local = threading.local()
 
 
 def _threads() -> int:
@@ -376,16 +414,6 @@ def _pool(name: str, workers: int) -> ThreadPoolExecutor:
         pool = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix=f"fastidx-{name}"))
         _pools[name] = pool
     return pool[1]
-
-
-def _thread_state(nbytes: int):
-    """This thread's zstd decompressor (they are not thread-safe) and a staging buffer."""
-    state = getattr(_local, "state", None)
-    if state is None:
-        state = _local.state = [zstandard.ZstdDecompressor(), np.empty(0, np.uint8)]
-    if state[1].shape[0] < nbytes:
-        state[1] = np.empty(nbytes, np.uint8)
-    return state[0], state[1]
 
 
 def _decompress_into(dctx, frame, dst: np.ndarray) -> None:
@@ -424,6 +452,9 @@ class Frames:
         self.header = header
         self.rows_per = header.meta["rows_per_frame"]
         self.table = header.meta["frames"]
+        # Per thread: a zstd decompressor (they are not thread-safe) and a staging buffer. They
+        # belong to this open entry and go with it: no thread keeps buffers after a load.
+        self._states: dict = {}
         try:
             size = header.file_size
             self._map = _mmap.mmap(fd, size, access=_mmap.ACCESS_READ) if size else None
@@ -435,7 +466,17 @@ class Frames:
         opened = open_header(path, KIND_FRAMES, digest, variant)
         return None if opened is None else cls(path, *opened)
 
+    def _state(self, nbytes: int):
+        state = self._states.get(threading.get_ident())
+        if state is None:
+            state = self._states[threading.get_ident()] = [zstandard.ZstdDecompressor(),
+                                                           np.empty(0, np.uint8)]
+        if state[1].shape[0] < nbytes:
+            state[1] = np.empty(nbytes, np.uint8)
+        return state[0], state[1]
+
     def close(self):
+        self._states = {}
         if self._map is not None:
             try:
                 self._map.close()
@@ -459,10 +500,10 @@ class Frames:
         dsize = self.table[i][2]
         frame = self.frame_bytes(i)
         if dst is None:
-            dctx, staging = _thread_state(dsize)
+            dctx, staging = self._state(dsize)
             dst = staging[:dsize]
         else:
-            dctx, _ = _thread_state(0)
+            dctx, _ = self._state(0)
         _decompress_into(dctx, frame, dst)
         return dst
 
@@ -482,11 +523,14 @@ class Frames:
             else:
                 out.put(row0, self.decode(i))
 
-        if len(todo) == 1:
-            work(first)
-            return
-        for future in [_pool("decode", _threads()).submit(work, i) for i in todo]:
-            future.result()
+        try:
+            if len(todo) == 1:
+                work(first)
+                return
+            for future in [_pool("decode", _threads()).submit(work, i) for i in todo]:
+                future.result()
+        finally:
+            self._states = {}  # the pool's threads keep nothing of this load
 
     def iter_rows(self, start: int, stop: int):
         """``(row0, bytes)`` for each frame covering ``[start, stop)``, decoded one at a time."""
@@ -509,37 +553,202 @@ def _transpose_rows(chunk: np.ndarray, shape, dst: np.ndarray) -> np.ndarray:
     return dst[: chunk.shape[0]]
 
 
-class _FramesWriter:
-    """Compresses chunks of whole rows as independent zstd frames into an open temporary file."""
+#: Decoded bytes that may wait for the background writer before the decoding waits for it.
+_BACKLOG = 64 << 20
+#: Cache-writing failures of background writers, reported (once each) by the next load.
+_failures: list[str] = []
+_writers: list = []
+_registered: list = []
 
-    def __init__(self, f, header: _idx.Header, meta: dict, rows_per: int):
-        self.f = f
+
+class _EntryWriter:
+    """Compresses chunks of whole rows as independent zstd frames into a temporary file, on a
+    thread of its own, then renames the file into place.
+
+    The decoding thread hands over each chunk with :meth:`add`: ``owned`` chunks are buffers of
+    the writer's (:meth:`buffer`); the others are views of the caller's output, copied by
+    :meth:`close` if still waiting when the load returns (the caller may change its array).
+    After :meth:`close` the load goes on while the thread finishes: checks that every row was
+    written, writes the header, syncs and renames. It holds the entry's build lock until then,
+    so another load of the same entry waits for a whole file. Python joins the thread at exit.
+    """
+
+    def __init__(self, lock, fd: int, tmp: Path, final: Path, header: _idx.Header, meta: dict):
+        self.lock, self.tmp, self.final = lock, tmp, final
         self.meta = meta
-        self.rows_per = rows_per
-        n_frames = max(1, -(-header.shape[0] // rows_per))
+        self.rows_per = meta["rows_per_frame"]
+        self.rows = header.shape[0]
+        self.chunk_bytes = (min(self.rows_per, self.rows) * math.prod(header.shape[1:])
+                            * header.dtype.itemsize)
+        n_frames = max(1, -(-self.rows // self.rows_per))
         # The header goes at the front once the frame sizes are known: reserve room for it.
         blob = json.dumps(dict(meta, frames=[]), separators=(",", ":"))
-        reserve = _FIXED.size + len(blob) + 80 * n_frames + 64
-        self.data_offset = -(-reserve // 64) * 64
-        self.frames: list[list[int]] = []
-        self._end = self.data_offset
-        self._zc = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True,
-                                            write_content_size=True)
-        f.seek(self.data_offset)
+        self.data_offset = -(-(_FIXED.size + len(blob) + 80 * n_frames + 64) // 64) * 64
+        self.error: str | None = None
+        self.report_later = True
+        self._file = os.fdopen(fd, "wb")
+        self._cv = threading.Condition()
+        self._queue: deque = deque()
+        self._busy = None
+        self._free: list = []
+        self._pending = 0
+        self._closed = self._aborted = False
+        self._thread = threading.Thread(target=self._run, name="fastidx-cache-writer")
+        if _report_at_exit not in _registered:
+            _registered.append(_report_at_exit)
+            atexit.register(_report_at_exit)
+        self._thread.start()
+        _writers.append((os.getpid(), self))
 
-    def add(self, chunk: np.ndarray) -> None:
-        frame = self._zc.compress(memoryview(chunk))
-        self.f.write(frame)
-        checksum = int.from_bytes(frame[-4:], "little")
-        self.frames.append([self._end, len(frame), chunk.shape[0], checksum])
-        self._end += len(frame)
+    # -- the decoding thread's side
+
+    def buffer(self) -> np.ndarray:
+        """A buffer for one chunk of rows (recycled once its frame is written)."""
+        with self._cv:
+            while self._pending > _BACKLOG and self._thread.is_alive():
+                self._cv.wait(0.1)
+            if self._free:
+                return self._free.pop()
+        return np.empty(self.chunk_bytes, np.uint8)
+
+    def add(self, chunk: np.ndarray, owned: bool, base=None) -> None:
+        with self._cv:
+            self._queue.append([chunk, owned, base])
+            if owned:
+                self._pending += chunk.nbytes
+            self._cv.notify_all()
+
+    def recycle(self, base: np.ndarray) -> None:
+        with self._cv:
+            self._free.append(base)
 
     def close(self) -> None:
-        if not self.frames:  # an array with no rows still gets its one (empty) frame
-            self.add(np.empty(0, np.uint8))
-        meta = dict(self.meta, frames=self.frames)
-        self.f.seek(0)
-        self.f.write(encode_header(KIND_FRAMES, meta, self.data_offset))
+        """No more chunks: copy those the caller still owns, let the thread finish on its own."""
+        with self._cv:
+            for item in self._queue:
+                if not item[1]:
+                    item[0], item[1] = item[0].copy(), True
+            while self._busy is not None and not self._busy[1]:
+                self._cv.wait(0.1)
+            self._closed = True
+            self._cv.notify_all()
+
+    def abort(self) -> None:
+        """Drop the entry: the thread removes its temporary file and releases the lock."""
+        with self._cv:
+            self._aborted = self._closed = True
+            self._queue.clear()
+            self._cv.notify_all()
+        self.report_later = False
+        self._thread.join()
+
+    def join(self) -> str | None:
+        """Wait for the thread (no limit is needed: it only compresses and writes what it has)."""
+        self._thread.join()
+        return self.error
+
+    # -- the writer thread
+
+    def _next(self):
+        with self._cv:
+            while not self._queue and not self._closed:
+                self._cv.wait()
+            if self._aborted or not self._queue:
+                return None
+            self._busy = self._queue.popleft()
+            return self._busy
+
+    def _done(self, item) -> None:
+        with self._cv:
+            self._busy = None
+            if item[1]:
+                self._pending -= item[0].nbytes
+                if item[2] is not None and len(self._free) < 4:
+                    self._free.append(item[2])
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        try:
+            self._write_all()
+            if not self._aborted:
+                os.replace(self.tmp, self.final)
+                enforce_budget(self.final)
+        except BaseException as exc:  # the load has returned: report with the next one
+            if not self._aborted:
+                self.error = (f"could not write the cache entry {self.final} "
+                              f"({getattr(exc, 'strerror', None) or exc})")
+        finally:
+            with self._cv:
+                self._aborted = self._aborted or self.error is not None
+                self._queue.clear()
+                self._cv.notify_all()
+            self._file.close()
+            if self._aborted:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.tmp)
+            self.lock.release()
+            if self.error is not None and self.report_later:
+                _failures.append(self.error)
+
+    def _write_all(self) -> None:
+        zc = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True, write_content_size=True)
+        f, end, frames = self._file, self.data_offset, []
+        f.seek(end)
+        while (item := self._next()) is not None:
+            try:
+                frame = zc.compress(memoryview(item[0]))
+                decoded = item[0].shape[0]
+            finally:
+                self._done(item)
+            f.write(frame)
+            frames.append([end, len(frame), decoded, int.from_bytes(frame[-4:], "little")])
+            end += len(frame)
+        if self._aborted:
+            return
+        if not frames:  # an array with no rows still gets its one (empty) frame
+            frame = zc.compress(b"")
+            f.write(frame)
+            frames.append([end, len(frame), 0, int.from_bytes(frame[-4:], "little")])
+        if len(frames) != max(1, -(-self.rows // self.rows_per)):
+            raise AssertionError(f"{len(frames)} frames written for {self.rows} rows")
+        f.seek(0)
+        f.write(encode_header(KIND_FRAMES, dict(self.meta, frames=frames), self.data_offset))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def enforce_budget(written: Path, keep=()) -> None:
+    """After writing ``written``: evict least recently used entries beyond the size budget
+    (:func:`fastidx.cache.prune`), never ``written`` itself nor the names in ``keep``."""
+    from . import cache as management
+
+    with contextlib.suppress(OSError, ValueError):
+        management.prune(cache_dir=written.parent.parent, keep={written.name, *keep}, _wait=False)
+
+
+def wait_for_writers() -> None:
+    """Wait until this process's background cache writers are done; report their failures."""
+    for pid, writer in list(_writers):
+        if pid == os.getpid():
+            writer.join()
+    _writers[:] = [(p, w) for p, w in _writers if p == os.getpid() and w._thread.is_alive()]
+    report_failures()
+
+
+def report_failures() -> None:
+    """One CacheWarning for the cache entries background writers could not write."""
+    if _failures:
+        failed = "; ".join(_failures)
+        _failures.clear()
+        warn_cache(f"{failed}; the loads themselves were not affected (later loads decode the "
+                   f"source again until the entry can be written)", key="cache write failed")
+
+
+def _report_at_exit() -> None:
+    # Python has joined the writer threads by now (they are not daemons).
+    if _failures:
+        warnings.warn("; ".join(_failures), CacheWarning, stacklevel=1)
+        _failures.clear()
 
 
 def stream_source(source: Path, *, upright: bool, make_output=None, writer_for=None) -> Output | None:
@@ -547,17 +756,14 @@ def stream_source(source: Path, *, upright: bool, make_output=None, writer_for=N
 
     ``make_output(shape, dtype)`` returns the :class:`Output` to fill (or None): it is called with
     the shape of the rows it will get (upright if asked) before anything large is allocated.
-    ``writer_for(header)`` returns a :class:`_FramesWriter` (or None) that receives every chunk.
-    The inflating runs in this thread while a worker thread transposes, converts, compresses and
-    writes the previous chunk.
+    ``writer_for(header)`` returns a writer (or None) that receives every chunk (:class:`_EntryWriter`
+    or :class:`_RawWriter`); the caller closes it. Inflating, transposing and converting run in
+    this thread; an :class:`_EntryWriter` compresses on its own.
     """
     with _idx.IDXReader(source) as reader:
         header = reader.header
-        if upright and len(header.shape) != 3:
-            upright = False
-        shape = header.shape
-        if upright:
-            shape = (shape[0], shape[2], shape[1])
+        upright = upright and len(header.shape) == 3
+        shape = (header.shape[0], header.shape[2], header.shape[1]) if upright else header.shape
         out = make_output(shape, header.dtype) if make_output is not None else None
         writer = writer_for(header) if writer_for is not None else None
         rows_per = rows_per_frame(header.shape, header.dtype)
@@ -568,45 +774,47 @@ def stream_source(source: Path, *, upright: bool, make_output=None, writer_for=N
             first = (out.start // rows_per) * rows_per
             last = out.stop
             reader.skip_rows(first)
-        stage = _pool("build", 1)
-        buffers = [None, None]
-        # Never more rows than the file has: a legal 0-row file may declare enormous rows.
-        flipped = np.empty(min(rows_per, reader.rows) * row_bytes if upright else 0, np.uint8)
-        pending: deque = deque()
-
-        def process(row0, chunk, is_direct):
+        # Never more rows than asked for: a legal 0-row file may declare enormous rows.
+        scratch = _Scratch(min(rows_per, last - first) * row_bytes, writer)
+        for row0 in range(first, last, rows_per):
+            k = min(rows_per, last - row0)
+            chunk = None if upright or out is None else out.direct(row0, k)
+            base = None
+            if chunk is None:
+                base = scratch.take()
+                chunk = base[: k * row_bytes]
+            reader.read_rows(chunk)
             if upright:
+                flipped = scratch.take()
                 chunk = _transpose_rows(chunk, header.shape, flipped)
-            if writer is not None:
-                writer.add(chunk)
-            if out is not None and not is_direct:
+                scratch.spare.append(base)
+                base = flipped
+            if out is not None and base is not None:
                 out.put(row0, chunk)
-
-        try:
-            for n, row0 in enumerate(range(first, last, rows_per)):
-                k = min(rows_per, last - row0)
-                if len(pending) == 2:
-                    pending.popleft().result()
-                chunk = None if upright or out is None else out.direct(row0, k)
-                is_direct = chunk is not None
-                if not is_direct:
-                    if buffers[n % 2] is None:
-                        buffers[n % 2] = np.empty(min(rows_per, last - first) * row_bytes, np.uint8)
-                    chunk = buffers[n % 2][: k * row_bytes]
-                reader.read_rows(chunk)
-                pending.append(stage.submit(process, row0, chunk, is_direct))
-            while pending:
-                pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
-                with contextlib.suppress(BaseException):
-                    future.result()
+            if writer is not None:
+                writer.add(chunk, base is not None, base)
+            elif base is not None:
+                scratch.spare.append(base)
         if last == reader.rows:
             reader.finish()
-        if writer is not None:
-            writer.close()
         return out
+
+
+class _Scratch:
+    """Buffers for chunks of rows: the background writer's (each handed over with its chunk and
+    recycled once written), else a few reused ones."""
+
+    def __init__(self, nbytes: int, writer):
+        self.writer = writer if isinstance(writer, _EntryWriter) else None
+        self.nbytes = nbytes
+        self.spare: list = []
+
+    def take(self) -> np.ndarray:
+        if self.spare:
+            return self.spare.pop()
+        if self.writer is not None:
+            return self.writer.buffer()
+        return np.empty(self.nbytes, np.uint8)
 
 
 def rows_per_frame(shape, dtype) -> int:
@@ -635,35 +843,23 @@ def _frames_meta(header: _idx.Header, digest: str, variant: str, source: Path, d
 # Building entries, once per content, across threads and processes.
 
 
-@contextlib.contextmanager
-def _build_lock(directory: Path, name: str):
-    """Hold the build lock of one entry; after :data:`_LOCK_TIMEOUT` seconds go on without it
-    (files are renamed into place whole, so two builders only cost time)."""
-    lock = FileLock(own_dir(directory / "locks") / f"{name}.lock")
-    try:
-        lock.acquire(_LOCK_TIMEOUT)
-        yield
-    finally:
-        lock.release()
-
-
 def own_dir(path: Path, create: bool = True) -> Path:
     """``path``, a directory of fastidx's cache layout (created if absent and ``create``).
 
-    Raises :class:`CacheDirError` if it is a symlink or not a directory: fastidx never writes or
-    deletes through a symlink inside its cache, and refuses a layout it did not make.
+    Raises :class:`CacheLayoutError` if it is a symlink or not a directory: fastidx never writes
+    or deletes through a symlink inside its cache, and refuses a layout it did not make.
     """
     if create:
         with contextlib.suppress(FileExistsError):
             path.mkdir(parents=True)
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent (a parent may be a file)
         if create:
             raise
         return path
     if not stat.S_ISDIR(mode):
-        raise CacheDirError(
+        raise CacheLayoutError(
             f"{path} is {'a symlink' if stat.S_ISLNK(mode) else 'not a directory'}: this is not the "
             f"layout fastidx makes in its cache, and fastidx never writes or deletes through "
             f"symlinks there; remove it (fastidx rebuilds it) or choose another cache_dir="
@@ -671,15 +867,26 @@ def own_dir(path: Path, create: bool = True) -> Path:
     return path
 
 
-def _writable(directory: Path) -> bool:
-    from ._paths import writable_dir
+def reclaim_temps(directory: Path, name: str) -> None:
+    """Remove the temporary files of ``name`` left by killed builders. Caller holds its lock:
+    every writer of such a file holds it until the file is renamed or removed."""
+    prefix = f".{name}."
+    with contextlib.suppress(OSError):
+        for leftover in os.listdir(directory):
+            if leftover.startswith(prefix) and leftover.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    if stat.S_ISREG(os.lstat(directory / leftover).st_mode):
+                        os.unlink(directory / leftover)
 
-    try:
-        writable_dir(directory)
-    except CacheDirError as exc:
-        warn_cache(f"{exc}; loading without the cache", key="no cache")
+
+# Errors that make the cache unusable for writing, not the load: it goes on from the source.
+_UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def _unwritable(exc: BaseException) -> bool:
+    if isinstance(exc, CacheLayoutError):
         return False
-    return True
+    return isinstance(exc, CacheDirError) or getattr(exc, "errno", None) in _UNWRITABLE
 
 
 class Source:
@@ -690,9 +897,11 @@ class Source:
         self.variant = "upright" if upright else "stored"
         self.upright = upright
         self.dataset = dataset
-        self.directory = decoded_dir(cache_dir)
+        self.directory = own_dir(decoded_dir(cache_dir), create=False)
         self._digest = None
         self._identity = None
+        self._damaged = None  # (path, reason) of an unusable cache file met on the way
+        self._no_write = False  # writing failed (and was reported) once: this load reads only
 
     @property
     def digest(self) -> str:
@@ -704,93 +913,171 @@ class Source:
     def entry_path(self) -> Path:
         return self.directory / entry_name(self.digest, self.variant)
 
+    # -- damage and fallbacks: one warning each time
+
+    def _discard(self, path: Path, reason) -> None:
+        """``path`` is unusable: remove it; the warning comes with what happens instead."""
+        self._damaged = (path, reason)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    def _warn(self, cannot_write=None) -> None:
+        if cannot_write is not None:
+            self._no_write = True
+        damaged, self._damaged = self._damaged, None
+        if damaged is None and cannot_write is not None:
+            warn_cache(f"{cannot_write}; loading without the cache", key="no cache")
+        elif damaged is not None and cannot_write is None:
+            warn_cache(f"fastidx cache file {damaged[0]} is unusable ({damaged[1]}); "
+                       f"rebuilding it from the source")
+        elif damaged is not None:
+            warn_cache(f"fastidx cache file {damaged[0]} is unusable ({damaged[1]}) and cannot be "
+                       f"rebuilt ({cannot_write}); loading without the cache")
+
+    def _lock(self, name: str) -> FileLock | None:
+        """The build lock of ``name``, held (stale temporary files of ``name`` reclaimed); None
+        when the cache cannot be written (warned). A symlink in the layout raises."""
+        from ._paths import writable_dir
+
+        if self._no_write:
+            return None
+        try:
+            own_dir(writable_dir(self.directory), create=False)
+            lock = FileLock(own_dir(self.directory / "locks") / f"{name}.lock")
+            if lock.acquire(_LOCK_TIMEOUT):
+                reclaim_temps(self.directory, name)
+            return lock
+        except OSError as exc:
+            if not _unwritable(exc):
+                raise
+            self._warn(str(exc) if isinstance(exc, CacheDirError)
+                       else f"the cache directory {self.directory} cannot be written "
+                            f"({exc.strerror or exc})")
+            return None
+
+    # -- frames entries
+
     def open_frames(self) -> Frames | None:
-        """The valid frames entry, or None (a damaged one is removed, with a warning)."""
+        """The valid frames entry, or None (a damaged one is removed; see :meth:`_warn`)."""
         try:
             return Frames.open(self.entry_path, self.digest, self.variant)
         except CorruptEntry as exc:
-            _warn_rebuild(self.entry_path, exc)
+            self._discard(self.entry_path, exc)
             return None
 
-    def _build(self, make_output=None) -> Output | None:
-        """Decode the source into a new frames entry (and the output, if asked for)."""
-        path = self.entry_path
+    def load(self, make_output) -> Output:
+        """Fill an output from the frames entry; on a miss, build the entry while filling it."""
+        frames = self.open_frames()
+        if frames is not None:
+            out = self._read(frames, make_output)
+            if out is not None:
+                return out
+        lock = self._lock(self.entry_path.name)
+        if lock is None:
+            return stream_source(self.path, upright=self.upright, make_output=make_output)
+        if self._damaged is None:
+            frames = self.open_frames()  # built by another process while we waited?
+            if frames is not None:
+                lock.release()
+                out = self._read(frames, make_output)
+                if out is not None:
+                    return out
+                return self.load(make_output)
+        return self._build(lock, make_output)
 
-        def writer_for(header):
-            return _FramesWriter(f, header, _frames_meta(header, self.digest, self.variant,
-                                                         self.path, self.dataset),
-                                 rows_per_frame(header.shape, header.dtype))
-
+    def _read(self, frames: Frames, make_output) -> Output | None:
+        """The output filled from ``frames`` (closed), or None if a frame is damaged."""
         try:
-            with atomic_write(path) as f:
-                out = stream_source(self.path, upright=self.upright, make_output=make_output,
-                                    writer_for=writer_for)
-                if _identity(self.path) != self._identity:
-                    raise _SourceChanged(out)
-        except _SourceChanged as changed:
-            # Rewritten since it was hashed: what was decoded may not be what the key names.
-            warn_cache(f"{self.path} changed while it was being read; not caching it")
-            return changed.out
-        return out
+            out = make_output(frames.header.shape, frames.header.dtype)
+            frames.read_into(out)
+            return out
+        except CorruptEntry as exc:
+            self._discard(self.entry_path, exc)
+            return None
+        finally:
+            frames.close()
 
     def ensure_frames(self) -> Frames | None:
         """Open the frames entry, building it first if needed; None when the cache is unusable."""
         frames = self.open_frames()
         if frames is not None:
             return frames
-        if not _writable(self.directory):
+        lock = self._lock(self.entry_path.name)
+        if lock is None:
             return None
-        with _build_lock(self.directory, self.entry_path.name):
-            frames = self.open_frames()
-            if frames is None:
-                self._build()
-                frames = self.open_frames()
-        return frames
+        frames = self.open_frames() if self._damaged is None else None
+        if frames is not None:
+            lock.release()
+            return frames
+        if self._build(lock, wait=True) is not False:
+            return self.open_frames()
+        return None
 
-    def load(self, make_output) -> Output:
-        """Fill an output from the frames entry; on a miss, build the entry while filling it."""
-        frames = self.open_frames()
-        out = None
-        if frames is None:
-            if not _writable(self.directory):
-                return stream_source(self.path, upright=self.upright, make_output=make_output)
-            with _build_lock(self.directory, self.entry_path.name):
-                frames = self.open_frames()
-                if frames is None:
-                    return self._build(make_output)
-        try:
-            out = make_output(frames.header.shape, frames.header.dtype)
+    def _build(self, lock: FileLock, make_output=None, *, wait=False):
+        """Decode the source into a new frames entry (and the output, if asked for) while the
+        caller holds ``lock``. The entry is compressed and written on a background thread that
+        owns the lock from then on (``wait``: until it is done; False if it failed)."""
+        self._warn()
+        writer = None
+        digest = self.digest
+
+        def writer_for(header):
+            nonlocal writer
+            final = self.directory / entry_name(digest, self.variant)
             try:
-                frames.read_into(out)
-                return out
-            except CorruptEntry as exc:
-                reason = exc
-        finally:
-            frames.close()
-        _warn_rebuild(self.entry_path, reason)
-        with _build_lock(self.directory, self.entry_path.name):
-            return self._build(lambda shape, dtype: out)
+                fd, tmp = new_temp(final)
+            except OSError as exc:
+                if not _unwritable(exc):
+                    raise
+                self._warn(f"could not create a cache file in {self.directory} "
+                           f"({exc.strerror or exc})")
+                return None
+            meta = _frames_meta(header, digest, self.variant, self.path, self.dataset)
+            writer = _EntryWriter(lock, fd, tmp, final, header, meta)
+            return writer
 
-    # -- uncompressed files ----------------------------------------------------------------
+        try:
+            out = stream_source(self.path, upright=self.upright, make_output=make_output,
+                                writer_for=writer_for)
+            changed = _identity(self.path) != self._identity
+        except BaseException:
+            writer.abort() if writer is not None else lock.release()
+            raise
+        if writer is None:
+            lock.release()
+            return out if not wait else False
+        if changed:
+            # Rewritten since it was hashed: what was decoded may not be what the key names.
+            writer.abort()
+            warn_cache(f"{self.path} changed while it was being read; not caching it")
+            return out if not wait else False
+        writer.close()
+        if wait:
+            writer.report_later = False
+            error = writer.join()
+            if error is not None:
+                self._warn(error)
+                return False
+        return out
+
+    # -- uncompressed files
 
     def raw_path(self, conversion: str) -> Path:
         return self.directory / raw_name(self.digest, self.variant, conversion)
 
     def open_raw(self, conversion: str):
-        """``(fd, header)`` of the valid raw file, or None (a damaged one is removed, warned)."""
+        """``(fd, header)`` of the valid raw file, or None (a damaged one is removed)."""
         path = self.raw_path(conversion)
         try:
             opened = open_header(path, KIND_RAW, self.digest, self.variant)
+            if opened is not None:
+                check_raw(path, *opened, conversion)
         except CorruptEntry as exc:
-            _warn_rebuild(path, exc)
-            return None
-        if opened is not None and opened[1].meta.get("conversion") != conversion:
-            os.close(opened[0])
-            _warn_rebuild(path, "holds another conversion of the data")
+            self._discard(path, exc)
             return None
         return opened
 
-    def ensure_raw(self, conversion: str, convert):
+    def ensure_raw(self, conversion: str, convert, options=None):
         """``(fd, header)`` of the raw file of one conversion, building it if needed; None when
         the cache directory is unusable. ``convert(stored dtype)`` gives ``(target, table)``."""
         opened = self.open_raw(conversion)
@@ -801,25 +1088,100 @@ class Source:
             return None
         path = self.raw_path(conversion)
         try:
-            with _build_lock(self.directory, path.name):
-                opened = self.open_raw(conversion)
+            lock = self._lock(path.name)
+            if lock is None:
+                return None
+            try:
+                opened = self.open_raw(conversion) if self._damaged is None else None
                 if opened is None:
+                    self._warn()
                     target, table = convert(frames.header.dtype)
                     with atomic_write(path) as f:
-                        write_raw(f, frames, target, table, conversion)
+                        write_raw(f, frames, target, table, conversion, options)
+                    stamp_raw(path)
+                    enforce_budget(path, keep=(self.entry_path.name,))
                     opened = self.open_raw(conversion)
+            finally:
+                lock.release()
+        except OSError as exc:
+            if not _unwritable(exc):
+                raise
+            self._warn(f"could not write the uncompressed cache file {path} "
+                       f"({exc.strerror or exc})")
+            return None
         finally:
             frames.close()
         return opened
 
 
-def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str) -> None:
+# ---------------------------------------------------------------------------------------------
+# Uncompressed files: written once, memory-mapped by later loads. A map cannot notice a change
+# made later, so each open compares the file's stat with the one recorded when it was written
+# (stamps/<name>.json) and checks the whole payload's CRC-32 when they differ.
+
+
+def _stat_of(st) -> list[int]:
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.parent / "stamps" / f"{path.name}.json"
+
+
+def stamp_raw(path: Path) -> None:
+    """Record the stat of the raw file ``path`` (just renamed into place, under its lock)."""
+    record = _stamp_path(path)
+    with contextlib.suppress(OSError):
+        own_dir(record.parent)
+        st = os.lstat(path)
+        with atomic_write(record) as f:
+            f.write(json.dumps({"stat": _stat_of(st)}).encode())
+
+
+def check_raw(path: Path, fd: int, header: Header, conversion: str) -> None:
+    """Raise :class:`CorruptEntry` (closing ``fd``) if the raw file is not the one written."""
+    try:
+        if header.meta.get("conversion") != conversion:
+            raise CorruptEntry("holds another conversion of the data")
+        try:
+            known = parse_json(_stamp_path(path).read_bytes())["stat"]
+        except (OSError, ValueError, KeyError, TypeError):
+            known = None
+        if known == _stat_of(os.fstat(fd)):
+            return
+        reason = payload_problem(fd, header)
+        if reason is not None:
+            raise CorruptEntry(f"changed since it was written: {reason}")
+        stamp_raw(path)  # the same bytes (copied, touched): trusted again from now on
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def payload_problem(fd: int, header: Header) -> str | None:
+    """None if the payload of an open raw file matches its CRC-32, else what is wrong."""
+    crc = 0
+    pos = header.data_offset
+    while pos < header.file_size:
+        block = _pread(fd, min(1 << 22, header.file_size - pos), pos)
+        if not block:
+            return "file is shorter than its header says"
+        crc = zlib.crc32(block, crc)
+        pos += len(block)
+    if crc != header.meta.get("payload_crc32"):
+        return "payload checksum mismatch"
+    return None
+
+
+def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str, options=None) -> None:
     """Write the rows of ``frames`` uncompressed (converted through ``table``) to the file ``f``."""
     header = frames.header
     meta = dict(header.meta)
     for key in ("frames", "rows_per_frame", "codec"):
         meta.pop(key, None)
     meta.update(conversion=conversion, array_dtype=target.str, created_ns=time.time_ns())
+    if options is not None:
+        meta["options"] = options
     crc = 0
     staging = None
     f.seek(_RAW_ALIGN)
@@ -862,7 +1224,7 @@ def map_raw(fd: int, header: Header) -> np.ndarray:
 def verify_file(path: Path) -> str | None:
     """None if the cache file at ``path`` is intact, else what is wrong with it."""
     try:
-        opened = open_header(path, KIND_FRAMES if path.suffix == ".fidx" else KIND_RAW)
+        opened = open_header(path, KIND_FRAMES if path.suffix == ".fidx" else KIND_RAW, quiet=True)
     except CorruptEntry as exc:
         return str(exc)
     except OSError as exc:
@@ -881,19 +1243,9 @@ def verify_file(path: Path) -> str | None:
             frames.close()
         return None
     try:
-        crc = 0
-        pos = header.data_offset
-        while pos < header.file_size:
-            block = _pread(fd, min(1 << 22, header.file_size - pos), pos)
-            if not block:
-                return "file is shorter than its header says"
-            crc = zlib.crc32(block, crc)
-            pos += len(block)
+        return payload_problem(fd, header)
     finally:
         os.close(fd)
-    if crc != header.meta.get("payload_crc32"):
-        return "payload checksum mismatch"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -927,12 +1279,15 @@ def load_array(path: Path, *, select, upright=False, dtype=None, normalize=False
         raise ValueError("mmap=True maps a file of the cache: it needs cache=True")
     if not cache:
         return stream_source(path, upright=upright, make_output=make_output).array, total["n"]
+    report_failures()
     source = Source(path, upright=upright, cache_dir=cache_dir, dataset=dataset)
     if mmap:
         def convert(stored):
             return conversion(stored, dtype, normalize, mean, std)
 
-        opened = source.ensure_raw(conversion_id(dtype, normalize, mean, std), convert)
+        options = {"dtype": None if dtype is None else np.dtype(dtype).name,
+                   "normalize": bool(normalize), "mean": mean, "std": std}
+        opened = source.ensure_raw(conversion_id(dtype, normalize, mean, std), convert, options)
         if opened is not None:
             array = map_raw(*opened)
             n = array.shape[0]
@@ -952,7 +1307,7 @@ class _RawWriter:
     def __init__(self, f):
         self.f = f
 
-    def add(self, chunk):
+    def add(self, chunk, owned=False, base=None):
         self.f.write(memoryview(chunk))
 
     def close(self):
@@ -1087,7 +1442,9 @@ def iter_batches(path: Path, labels: np.ndarray, n_labels: int, batch_size: int,
                 offset = header.data_offset
             else:
                 temp = tempfile.TemporaryFile()
-                stream_source(path, upright=upright, writer_for=lambda header: _RawWriter(temp))
+                writer = _RawWriter(temp)
+                stream_source(path, upright=upright, writer_for=lambda header: writer)
+                writer.close()
                 fd, offset = temp.fileno(), 0
             if permute is None:
                 order = start + np.random.default_rng(seed).permutation(stop - start)

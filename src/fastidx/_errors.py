@@ -60,6 +60,11 @@ class CacheDirError(FastIDXError, OSError):
     """The cache directory cannot be created or written."""
 
 
+class CacheLayoutError(CacheDirError):
+    """The cache holds a symlink (or another kind of file) where fastidx's own layout has one of
+    its directories or lock files: refused, nothing is written or deleted through it."""
+
+
 def source_name(source) -> str:
     """A short human-readable name for a source, used in error messages."""
     if isinstance(source, (str, os.PathLike)):

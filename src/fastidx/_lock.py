@@ -21,7 +21,7 @@ import stat
 import time
 from pathlib import Path
 
-from ._errors import CacheDirError
+from ._errors import CacheDirError, CacheLayoutError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -39,8 +39,8 @@ class LockTimeout(TimeoutError):
     """The lock was still held by another process or thread when the wait ran out."""
 
 
-def _symlink_error(path, what: str) -> CacheDirError:
-    return CacheDirError(
+def _symlink_error(path, what: str) -> CacheLayoutError:
+    return CacheLayoutError(
         f"{what} {path} is a symlink or not a regular {'directory' if 'directory' in what else 'file'}"
         f"; fastidx never writes through symlinks in its cache: remove it (or choose another "
         f"cache_dir=)"

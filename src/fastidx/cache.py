@@ -6,6 +6,10 @@ for every load, and uncompressed files for ``mmap=True`` and shuffled batches. E
 the SHA-256 of the source file, so they never go stale; they only pile up when sources change.
 Downloaded source files are not part of this cache and are left alone here.
 
+The cache has a size budget (:func:`max_size`): after writing an entry, fastidx removes the least
+recently used entries, uncompressed files first, until the cache fits; :func:`prune` does it on
+demand. Only names fastidx itself creates are ever deleted, and never through a symlink.
+
 >>> from fastidx import cache
 >>> summary = cache.info()              # doctest: +SKIP
 >>> summary.entries, summary.total_bytes  # doctest: +SKIP
@@ -17,8 +21,10 @@ Downloaded source files are not part of this cache and are left alone here.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import shutil
+import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _cache
-from ._errors import CacheWarning, MemoryLimitError
+from ._errors import CacheLayoutError, CacheWarning, MemoryLimitError
 
 __all__ = [
     "CacheEntry",
@@ -35,9 +41,13 @@ __all__ = [
     "CheckResult",
     "ClearResult",
     "MemoryLimitError",
+    "PruneResult",
     "clear",
     "info",
     "list_entries",
+    "max_size",
+    "prune",
+    "set_max_size",
     "verify",
 ]
 
@@ -68,6 +78,9 @@ class CacheEntry:
         dtype of the array the entry holds (``"uint8"``, ``"float32"``, ...).
     conversion : str or None
         For raw files: ``"native"`` or the hash of the conversion options they hold.
+    options : dict or None
+        For raw files: the conversion they hold, ``{"dtype", "normalize", "mean", "std"}``
+        (``None`` for files written by fastidx before it recorded them).
     size_on_disk : int
         Bytes the file takes.
     array_bytes : int
@@ -88,16 +101,29 @@ class CacheEntry:
     size_on_disk: int
     array_bytes: int
     created: float
+    options: dict | None = None
+    last_used: float = 0.0
 
     @property
     def size(self) -> int:
         """Same as :attr:`size_on_disk`."""
         return self.size_on_disk
 
+    @property
+    def description(self) -> str:
+        """What distinguishes this entry from the other entries of the same source."""
+        parts = [self.kind, self.variant, self.dtype]
+        if self.options:
+            parts += [f"{k}={v}" for k, v in self.options.items()
+                      if v is not None and v is not False and k != "dtype"]
+        elif self.conversion and self.conversion != "native":
+            parts.append(f"conversion {self.conversion}")
+        return ", ".join(parts)
+
     def __str__(self) -> str:
         shape = "x".join(map(str, self.shape))
-        what = f"{self.kind}, {self.variant}" + (f", {self.conversion}" if self.conversion else "")
-        return f"{self.dataset or '?'} {self.source_name} {shape} {self.dtype} ({what}) {self.path.name}"
+        return (f"{self.dataset or '?'} {self.source_name} {shape} ({self.description}) "
+                f"{self.path.name}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +140,8 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class ClearResult:
-    """What :func:`clear` removed."""
+    """What :func:`clear` removed: ``files`` cache entries (lock files are never counted),
+    ``bytes`` freed in all (the source index and stale temporary files included)."""
 
     files: int
     bytes: int
@@ -129,32 +156,153 @@ class CacheInfo:
 
     directory: Path
     entries: int
-    total_bytes: int  # every file under the directory, indexes and temporary files included
+    total_bytes: int  # the entries, indexes and temporary files (lock files are empty: not counted)
     bytes_by_dataset: dict[str, int] = field(default_factory=dict)
 
 
-def _directory(cache_dir) -> Path:
+@dataclass(frozen=True)
+class PruneResult:
+    """What :func:`prune` removed to bring the cache within ``max_size`` bytes."""
+
+    removed: list  # of CacheEntry, in the order they were removed
+    bytes: int  # bytes freed
+    remaining_bytes: int  # bytes the entries still take
+    max_size: int | None  # the budget applied (None: no limit)
+
+    @property
+    def files(self) -> int:
+        return len(self.removed)
+
+    def __str__(self) -> str:
+        return f"{self.files} file{'s' if self.files != 1 else ''}, {self.bytes:,} bytes"
+
+
+
+ENV_MAX_SIZE = "FASTIDX_CACHE_MAX_SIZE"
+#: The size budget when neither ``max_size=``, ``$FASTIDX_CACHE_MAX_SIZE`` nor the cache
+#: directory's own setting (:func:`set_max_size`) says otherwise.
+DEFAULT_MAX_SIZE = 2 << 30
+# Temporary files younger than this may belong to a writer at work: clear() leaves them.
+_TEMP_GRACE_S = 3600
+_HEX64 = "[0-9a-f]{64}"
+_ENTRY = re.compile(rf"{_HEX64}\.(stored|upright)\.fidx")
+_RAW = re.compile(rf"{_HEX64}\.(stored|upright)\.(native|x[0-9a-f]{{16}})\.raw")
+_TEMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+_SUBDIRS = {  # the directories of the layout, and the names fastidx writes in each
+    "sources": re.compile(r"([0-9a-f]{32}\.json|\..+\.[0-9a-f]{12}\.tmp)"),
+    "stamps": re.compile(rf"({_RAW.pattern}\.json|\..+\.[0-9a-f]{{12}}\.tmp)"),
+    "locks": None,  # lock files are never deleted (a waiter may hold one) and never counted
+}
+_SETTINGS = "settings.json"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+_DIR_FD = os.open in os.supports_dir_fd and os.unlink in os.supports_dir_fd
+
+
+def _directory(cache_dir, wait=True) -> Path:
+    if wait:
+        _cache.wait_for_writers()  # this process's entries are complete before they are looked at
     return _cache.decoded_dir(cache_dir)
 
 
-def _cache_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        return []
-    return sorted(
-        p for p in directory.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix in (".fidx", ".raw")
-    )
+class _Dir:
+    """A directory of the cache layout, opened without following symlinks: every name in it is
+    looked at with ``lstat`` and removed with ``unlink`` relative to it."""
+
+    def __init__(self, path: Path, parent: _Dir | None = None):
+        self.path = path
+        self.fd = None
+        try:
+            if _DIR_FD:
+                self.fd = os.open(path.name if parent else path, _DIR_FLAGS,
+                                  dir_fd=parent.fd if parent else None)
+            elif not stat.S_ISDIR(os.lstat(path).st_mode):  # pragma: no cover - Windows
+                raise NotADirectoryError(path)
+            self.exists = True
+        except FileNotFoundError:
+            self.exists = False
+        except OSError as exc:
+            if not isinstance(exc, NotADirectoryError) and exc.errno != errno.ELOOP:
+                raise
+            raise CacheLayoutError(
+                f"{path} is a symlink or not a directory: this is not the layout fastidx makes in "
+                f"its cache, so fastidx refuses to delete anything in it; remove it yourself (it "
+                f"is not fastidx's) or choose another cache_dir="
+            ) from None
+
+    def names(self) -> list[str]:
+        if not self.exists:
+            return []
+        return sorted(os.listdir(self.fd if self.fd is not None else self.path))
+
+    def lstat(self, name: str):
+        if self.fd is not None:
+            return os.lstat(name, dir_fd=self.fd)
+        return os.lstat(self.path / name)  # pragma: no cover - Windows
+
+    def unlink(self, name: str) -> int | None:
+        """Remove the regular file ``name``: its size, or None if it is gone or not a file."""
+        try:
+            st = self.lstat(name)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if self.fd is not None:
+                os.unlink(name, dir_fd=self.fd)
+            else:  # pragma: no cover - Windows
+                os.unlink(self.path / name)
+        except FileNotFoundError:
+            return None
+        return st.st_size
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@contextlib.contextmanager
+def _layout(cache_dir, wait=True):
+    """The cache's directories, checked before anything is deleted: ``(decoded, {name: _Dir})``."""
+    subs = {}
+    with _Dir(_directory(cache_dir, wait)) as top:
+        try:
+            for name in _SUBDIRS:
+                subs[name] = _Dir(top.path / name, top) if top.exists else _Dir(top.path / name)
+            yield top, subs
+        finally:
+            for sub in subs.values():
+                sub.close()
+
+
+def _entry_names(top: _Dir) -> list[str]:
+    names = []
+    for name in top.names():
+        if _ENTRY.fullmatch(name) or _RAW.fullmatch(name):
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(top.lstat(name).st_mode):
+                    names.append(name)
+    return names
 
 
 def _entry(path: Path) -> CacheEntry:
     kind = _cache.KIND_FRAMES if path.suffix == ".fidx" else _cache.KIND_RAW
-    opened = _cache.open_header(path, kind)
+    opened = _cache.open_header(path, kind, quiet=True)
     if opened is None:
         raise FileNotFoundError(path)
     fd, header = opened
-    os.close(fd)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
     meta = header.meta
     dtype = np.dtype(meta.get("array_dtype", meta["dtype"]))
+    options = meta.get("options")
     return CacheEntry(
         path=path,
         kind="frames" if kind == _cache.KIND_FRAMES else "raw",
@@ -168,23 +316,32 @@ def _entry(path: Path) -> CacheEntry:
         size_on_disk=header.file_size,
         array_bytes=int(np.prod(header.shape)) * dtype.itemsize,
         created=meta.get("created_ns", 0) / 1e9,
+        options=dict(options) if isinstance(options, dict) else None,
+        last_used=max(st.st_atime, st.st_mtime),
     )
 
 
 def list_entries(cache_dir=None) -> list[CacheEntry]:
     """Every readable entry of the cache, sorted by file name (see :func:`verify` for the rest).
 
+    Entries of one source differ by ``kind`` (compressed frames or an uncompressed file),
+    ``variant`` and, for uncompressed files, the conversion they hold (``options``: dtype,
+    normalize, mean, std); :attr:`CacheEntry.description` says it in words.
+
     Examples
     --------
     >>> from fastidx import cache
     >>> for e in cache.list_entries():                       # doctest: +SKIP
-    ...     print(e.dataset, e.source_name, e.kind, e.shape, e.size_on_disk)
-    mnist train-images-idx3-ubyte.gz frames (60000, 28, 28) 9841909
+    ...     print(e.dataset, e.source_name, e.description, e.size_on_disk)
+    mnist train-images-idx3-ubyte.gz frames, stored, uint8 9841909
+    mnist train-images-idx3-ubyte.gz raw, stored, float32, normalize=True 188160000
     """
+    with _layout(cache_dir) as (top, _):
+        names = _entry_names(top)
     entries = []
-    for path in _cache_files(_directory(cache_dir)):
+    for name in names:
         with contextlib.suppress(_cache.CorruptEntry, OSError, KeyError, TypeError, ValueError):
-            entries.append(_entry(path))
+            entries.append(_entry(top.path / name))
     return entries
 
 
@@ -202,63 +359,219 @@ def verify(cache_dir=None, *, remove: bool = False) -> list[CheckResult]:
         One per cache file; ``[r for r in results if not r.ok]`` are the damaged ones.
     """
     results = []
-    for path in _cache_files(_directory(cache_dir)):
-        reason = _cache.verify_file(path)
-        results.append(CheckResult(path, reason is None, reason))
-        if reason is not None and remove:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    with _layout(cache_dir) as (top, _):
+        for name in _entry_names(top):
+            reason = _cache.verify_file(top.path / name)
+            results.append(CheckResult(top.path / name, reason is None, reason))
+            if reason is not None and remove:
+                top.unlink(name)
     return results
 
 
 def clear(dataset: str | None = None, cache_dir=None) -> ClearResult:
     """Remove the cache's entries (all, or those written for ``dataset``).
 
-    Clearing everything also drops the source index and stale temporary files; entries being
-    written by another process at the same moment are not disturbed.
+    Only names fastidx itself creates are removed, only regular files, never through a symlink:
+    a cache whose layout is not fastidx's (``decoded/`` or one of its directories is a symlink or
+    a file) raises :class:`~fastidx.CacheDirError` (a ``CacheLayoutError``) before anything is
+    deleted. Clearing everything also drops the source index and temporary files older than an
+    hour; entries being written by another process at the same moment are not disturbed. Lock
+    files stay (a waiting process may hold one) and are never counted.
+
+    Returns
+    -------
+    ClearResult
+        ``files``: entries removed; ``bytes``: everything freed.
     """
-    directory = _directory(cache_dir)
-    removed = []
-    if dataset is None:
-        removed += [_unlink(path) for path in _cache_files(directory)]
-        sources = directory / "sources"
-        if sources.is_dir():
-            removed += [_unlink(path) for path in sources.iterdir() if path.is_file()]
-            shutil.rmtree(sources, ignore_errors=True)
-        if directory.is_dir():
-            now = time.time()
-            for path in directory.iterdir():
-                if path.name.startswith(".") and path.name.endswith(".tmp"):
-                    with contextlib.suppress(OSError):
-                        if now - path.stat().st_mtime > _TEMP_GRACE_S:
-                            removed.append(_unlink(path))
-    else:
-        removed += [_unlink(e.path) for e in list_entries(cache_dir) if e.dataset == dataset]
-    removed = [size for size in removed if size is not None]
-    return ClearResult(len(removed), sum(removed))
+    freed, files = [], 0
+    with _layout(cache_dir) as (top, subs):
+        for name in _entry_names(top):
+            if dataset is not None:
+                try:
+                    if _entry(top.path / name).dataset != dataset:
+                        continue
+                except (_cache.CorruptEntry, OSError, KeyError, TypeError, ValueError):
+                    continue
+            size = top.unlink(name)
+            if size is not None:
+                files += 1
+                freed.append(size)
+                if name.endswith(".raw"):
+                    freed.append(subs["stamps"].unlink(f"{name}.json") or 0)
+        if dataset is None:
+            freed += _clear_indexes(top, subs)
+    return ClearResult(files, sum(freed))
 
 
-def _unlink(path: Path) -> int | None:
-    try:
-        size = path.stat().st_size
-        path.unlink()
-    except FileNotFoundError:
-        return None
-    return size
+def _clear_indexes(top: _Dir, subs: dict) -> list[int]:
+    freed = []
+    for name in ("sources", "stamps"):
+        pattern = _SUBDIRS[name]
+        freed += [subs[name].unlink(n) or 0 for n in subs[name].names() if pattern.fullmatch(n)]
+    now = time.time()
+    for name in top.names():
+        if _TEMP.fullmatch(name):
+            with contextlib.suppress(OSError):
+                if now - top.lstat(name).st_mtime > _TEMP_GRACE_S:
+                    freed.append(top.unlink(name) or 0)
+    return freed
 
 
 def info(cache_dir=None) -> CacheInfo:
-    """How many entries the cache holds and the bytes it takes, in total and per dataset."""
-    directory = _directory(cache_dir)
+    """How many entries the cache holds and the bytes it takes, in total and per dataset.
+
+    ``total_bytes`` counts the entries, the source index and temporary files; lock files (empty)
+    are never counted as files or entries.
+    """
     total = 0
-    if directory.is_dir():
-        for root, _, files in os.walk(directory):
-            for name in files:
+    with _layout(cache_dir) as (top, subs):
+        directory = top.path
+        for name in top.names():
+            with contextlib.suppress(OSError):
+                st = top.lstat(name)
+                if stat.S_ISREG(st.st_mode) and name != _SETTINGS:
+                    total += st.st_size
+        for sub in ("sources", "stamps"):
+            for name in subs[sub].names():
                 with contextlib.suppress(OSError):
-                    total += os.stat(os.path.join(root, name)).st_size
+                    total += subs[sub].lstat(name).st_size
     by_dataset: dict[str, int] = {}
     entries = list_entries(cache_dir)
     for entry in entries:
         key = entry.dataset or "?"
         by_dataset[key] = by_dataset.get(key, 0) + entry.size_on_disk
     return CacheInfo(directory, len(entries), total, by_dataset)
+
+
+# --- the size budget -----------------------------------------------------------------------------
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_size(value) -> int | None:
+    """Bytes from ``value``: an int, or a string like ``"500MB"``, ``"2GiB"``, ``"1.5g"``;
+    ``None``, ``"none"`` or ``"unlimited"`` mean no limit. Raises ValueError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a cache size cannot be negative: {value}")
+        return int(value)
+    text = str(value).strip().lower().replace("_", "").replace(" ", "")
+    if text in ("none", "unlimited"):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", text)
+    if match is None or match.group(2) not in _UNITS:
+        raise ValueError(f"not a size: {value!r} (examples: 2000000000, 500MB, 2GiB, unlimited)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def max_size(cache_dir=None) -> int | None:
+    """The cache's size budget in bytes (None: unlimited): ``$FASTIDX_CACHE_MAX_SIZE`` if set,
+    else the cache directory's own setting (:func:`set_max_size`), else :data:`DEFAULT_MAX_SIZE`."""
+    env = os.environ.get(ENV_MAX_SIZE, "").strip()
+    if env:
+        try:
+            return parse_size(env)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_MAX_SIZE}: {exc}") from None
+    path = _cache.decoded_dir(cache_dir) / _SETTINGS
+    try:
+        return parse_size(_cache.parse_json(path.read_bytes())["max_size"])
+    except FileNotFoundError:
+        return DEFAULT_MAX_SIZE
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_MAX_SIZE
+
+
+def set_max_size(size, cache_dir=None) -> int | None:
+    """Store the size budget of one cache directory (``size`` as for :func:`parse_size`); it applies
+    to every process using that directory unless ``$FASTIDX_CACHE_MAX_SIZE`` is set. Returns it.
+
+    >>> import tempfile
+    >>> from fastidx import cache
+    >>> cache.set_max_size("500MB", cache_dir=tempfile.mkdtemp())
+    500000000
+    """
+    limit = parse_size(size)
+    directory = _cache.own_dir(_cache.decoded_dir(cache_dir))
+    import json
+
+    from ._atomic import atomic_write
+
+    with atomic_write(directory / _SETTINGS, "w") as f:
+        json.dump({"max_size": limit}, f)
+    return limit
+
+
+def prune(max_size=None, cache_dir=None, *, keep=(), _wait=True) -> PruneResult:
+    """Remove least recently used entries until the cache takes at most ``max_size`` bytes.
+
+    Uncompressed files (``mmap=True``, shuffled batches: large, rebuilt from the frames at the
+    cost of one decode) go first, oldest use first; then compressed frames entries. Damaged
+    entries go before anything else. "Used" is the later of the file's access time (as the file
+    system keeps it: with ``relatime``, to within a day) and its modification time.
+
+    Parameters
+    ----------
+    max_size : int, str or None
+        The budget (``2_000_000_000``, ``"2GB"``, ``"500MiB"``); default :func:`max_size` (the
+        environment variable, the directory's setting, or 2 GiB).
+    cache_dir : path, optional
+        The cache directory (default ``$FASTIDX_HOME`` or the user cache directory).
+    keep : iterable of str
+        File names never removed (the entries a load is about to use).
+
+    Returns
+    -------
+    PruneResult
+        ``removed`` (the :class:`CacheEntry` of each removed file, in order), ``bytes`` freed,
+        ``remaining_bytes`` and the ``max_size`` applied.
+
+    Examples
+    --------
+    >>> from fastidx import cache
+    >>> result = cache.prune("1GB")                         # doctest: +SKIP
+    >>> [e.path.name for e in result.removed], result.bytes  # doctest: +SKIP
+    """
+    limit = builtins_max_size(cache_dir) if max_size is None else parse_size(max_size)
+    keep = set(keep)
+    removed, freed = [], 0
+    with _layout(cache_dir, _wait) as (top, subs):
+        candidates = []
+        for name in _entry_names(top):
+            try:
+                entry, rank = _entry(top.path / name), 1 if name.endswith(".raw") else 2
+            except (_cache.CorruptEntry, OSError, KeyError, TypeError, ValueError):
+                entry, rank = _unreadable(top, name), 0
+            if entry is not None:
+                candidates.append((rank, entry.last_used, name, entry))
+        total = sum(c[3].size_on_disk for c in candidates)
+        candidates.sort(key=lambda c: c[:2])  # damaged, then raw, then frames; oldest use first
+        for _, _, name, entry in candidates:
+            if limit is None or total <= limit:
+                break
+            if name in keep:
+                continue
+            size = top.unlink(name)
+            if size is None:
+                continue
+            if name.endswith(".raw"):
+                subs["stamps"].unlink(f"{name}.json")
+            removed.append(entry)
+            freed += size
+            total -= size
+    return PruneResult(removed, freed, total, limit)
+
+
+builtins_max_size = max_size  # prune()'s parameter shadows the function of the same name
+
+
+def _unreadable(top: _Dir, name: str) -> CacheEntry | None:
+    try:
+        st = top.lstat(name)
+    except OSError:
+        return None
+    return CacheEntry(top.path / name, "damaged", None, "", "", "", (), "", None, st.st_size, 0,
+                      0.0, None, max(st.st_atime, st.st_mtime))

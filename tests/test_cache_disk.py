@@ -54,7 +54,7 @@ def mounts():
     for writer in [w for _, w in _cache._writers]:
         writer.join()
     for point in reversed(points):
-        subprocess.run(["umount", str(point)], capture_output=True, timeout=30)
+        subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=30)
 
 
 def cache_warnings(caught) -> list[str]:

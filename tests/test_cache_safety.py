@@ -347,3 +347,89 @@ def test_entries_of_one_source_are_told_apart_and_locks_never_counted(data, tmp_
     locks = list((cache_dir / "decoded" / "locks").iterdir())
     assert locks
     assert cache.clear(cache_dir=cache_dir).files == len(entries)
+
+
+# --- issue 10: the background writer, per-load buffers ---------------------------------------------
+
+
+class _GatedCompressor:
+    """zstandard.ZstdCompressor whose first compress() waits for a gate: the writer lags."""
+
+    gate = None
+    real = _cache.zstandard.ZstdCompressor
+
+    def __init__(self, **kwargs):
+        self._real = self.real(**kwargs)
+
+    def compress(self, data):
+        type(self).gate.wait(60)
+        return self._real.compress(data)
+
+
+def test_an_array_changed_right_after_the_first_load_does_not_change_the_cache(data, tmp_path,
+                                                                               monkeypatch):
+    import threading
+
+    directory, arrays = data
+    images = arrays["train-images-idx3-ubyte.gz"]
+    monkeypatch.setattr(_cache, "FRAME_BYTES", 7 * SHAPE[0] * SHAPE[1])  # many frames
+    _GatedCompressor.gate = threading.Event()
+    monkeypatch.setattr(_cache.zstandard, "ZstdCompressor", _GatedCompressor)
+    cache_dir = tmp_path / "c"
+    x, _ = mnist.load("train", directory, cache_dir=cache_dir)  # returns while the writer waits
+    assert x.tobytes() == images.tobytes()
+    x[...] = 0  # the caller owns its array at once
+    _GatedCompressor.gate.set()
+    _cache.wait_for_writers()
+    monkeypatch.undo()
+    assert all(r.ok for r in cache.verify(cache_dir))
+    x2, _ = mnist.load("train", directory, cache_dir=cache_dir)
+    assert x2.tobytes() == images.tobytes()
+
+
+def test_a_load_during_a_background_write_waits_for_the_whole_entry(data, tmp_path, monkeypatch):
+    import threading
+
+    directory, arrays = data
+    images = arrays["train-images-idx3-ubyte.gz"]
+    _GatedCompressor.gate = threading.Event()
+    monkeypatch.setattr(_cache.zstandard, "ZstdCompressor", _GatedCompressor)
+    builds = []
+    real_build = _cache.Source._build
+    monkeypatch.setattr(_cache.Source, "_build",
+                        lambda self, *a, **k: builds.append(self.path.name) or real_build(self, *a, **k))
+    cache_dir = tmp_path / "c"
+    mnist.load("train", directory, cache_dir=cache_dir)
+    opener = threading.Timer(0.2, _GatedCompressor.gate.set)  # the writer resumes later on
+    opener.start()
+    try:
+        x, _ = mnist.load("train", directory, cache_dir=cache_dir, normalize=True)
+    finally:
+        opener.join()
+    assert x.tobytes() == (images / np.float32(255)).tobytes()
+    assert sorted(builds) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+
+
+def test_a_warm_load_leaves_no_buffers_behind(tmp_path):
+    import gc
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4000, 28, 28), dtype=np.uint8)  # about 3 frames of 1 MiB
+    (tmp_path / "d").mkdir()
+    fastidx.write_idx(tmp_path / "d" / "train-images-idx3-ubyte.gz", images)
+    fastidx.write_idx(tmp_path / "d" / "train-labels-idx1-ubyte.gz", np.zeros(4000, np.uint8))
+    fastidx.write_idx(tmp_path / "d" / "t10k-images-idx3-ubyte.gz", images[:10])
+    fastidx.write_idx(tmp_path / "d" / "t10k-labels-idx1-ubyte.gz", np.zeros(10, np.uint8))
+    mnist.load("train", tmp_path / "d", cache_dir=tmp_path / "c")
+    _cache.wait_for_writers()
+    tracemalloc.start()
+    try:
+        x, _ = mnist.load("train", tmp_path / "d", cache_dir=tmp_path / "c", normalize=True)
+        assert x.tobytes() == (images / np.float32(255)).tobytes()
+        del x
+        gc.collect()
+        left, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert left < _cache.FRAME_BYTES // 2, f"{left:,} bytes still allocated after the load"

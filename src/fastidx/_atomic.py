@@ -15,7 +15,8 @@ def new_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     Unlike mkstemp's 0600 its mode follows the umask, so a cache shared between users stays
     readable.
     """
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_BINARY", 0))
     while True:
         path = target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
         try:
@@ -25,15 +26,18 @@ def new_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb"):
+def atomic_write(path, mode: str = "wb", *, sync: bool = True):
     """Open a temporary file beside ``path``; on success it is flushed, synced and renamed onto
-    ``path``; on any error (KeyboardInterrupt included) it is removed and ``path`` is untouched."""
+    ``path``; on any error (KeyboardInterrupt included) it is removed and ``path`` is untouched.
+    ``sync=False`` skips the ``fsync`` for small records whose loss in a crash costs only time
+    (an unreadable record is ignored and rewritten)."""
     fd, tmp = new_temp(Path(path))
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -169,7 +169,7 @@ def source_digest(path: Path, directory: Path) -> tuple[str, list[int]]:
     name, record = _record_path(path, directory)
     with contextlib.suppress(OSError):  # CacheDirError included: the index is an optimisation
         own_dir(record.parent)
-        with atomic_write(record) as f:
+        with atomic_write(record, sync=False) as f:
             f.write(json.dumps({"path": name, "stat": ident, "hashed_ns": hashed_ns,
                                 "sha256": digest}).encode())
     return digest, ident
@@ -628,8 +628,14 @@ class _EntryWriter:
             for item in self._queue:
                 if not item[1]:
                     item[0], item[1] = item[0].copy(), True
-            while self._busy is not None and not self._busy[1]:
-                self._cv.wait(0.1)
+                    self._pending += item[0].nbytes
+            busy = self._busy
+            if busy is not None and not busy[1]:
+                # Being compressed from the caller's array, which may change once we return:
+                # compress a copy again rather than wait (the thread drops its first result).
+                self._queue.appendleft([busy[0].copy(), True, None])
+                self._pending += busy[0].nbytes
+                busy.append("redo")
             self._closed = True
             self._cv.notify_all()
 
@@ -658,7 +664,8 @@ class _EntryWriter:
             self._busy = self._queue.popleft()
             return self._busy
 
-    def _done(self, item) -> None:
+    def _done(self, item) -> bool:
+        """The thread is done compressing ``item``: False if its frame must be dropped."""
         with self._cv:
             self._busy = None
             if item[1]:
@@ -666,8 +673,13 @@ class _EntryWriter:
                 if item[2] is not None and len(self._free) < 4:
                     self._free.append(item[2])
             self._cv.notify_all()
+            return len(item) == 3
 
     def _run(self) -> None:
+        if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+            # Background work: on a busy machine the decoding the user waits for goes first.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
             self._write_all()
             if not self._aborted:
@@ -695,11 +707,14 @@ class _EntryWriter:
         f, end, frames = self._file, self.data_offset, []
         f.seek(end)
         while (item := self._next()) is not None:
+            keep = False
             try:
                 frame = zc.compress(memoryview(item[0]))
                 decoded = item[0].shape[0]
             finally:
-                self._done(item)
+                keep = self._done(item)
+            if not keep:
+                continue
             f.write(frame)
             frames.append([end, len(frame), decoded, int.from_bytes(frame[-4:], "little")])
             end += len(frame)
@@ -1134,7 +1149,7 @@ def stamp_raw(path: Path) -> None:
     with contextlib.suppress(OSError):
         own_dir(record.parent)
         st = os.lstat(path)
-        with atomic_write(record) as f:
+        with atomic_write(record, sync=False) as f:
             f.write(json.dumps({"stat": _stat_of(st)}).encode())
 
 

@@ -433,3 +433,29 @@ def test_a_warm_load_leaves_no_buffers_behind(tmp_path):
     finally:
         tracemalloc.stop()
     assert left < _cache.FRAME_BYTES // 2, f"{left:,} bytes still allocated after the load"
+
+
+def test_a_warm_load_takes_no_lock_and_writes_nothing(data, tmp_path, monkeypatch):
+    directory, arrays = data
+    cache_dir = tmp_path / "c"
+    monkeypatch.setattr(_cache, "_RACY_NS", -(10**18))  # trust the stat index at once
+    mnist.load("train", directory, cache_dir=cache_dir, normalize=True)
+    _cache.wait_for_writers()
+
+    def snapshot():
+        return sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size)
+                      for p in cache_dir.rglob("*") if p.is_file())
+
+    before = snapshot()
+
+    def no_lock(*args, **kwargs):
+        raise AssertionError("a warm load took a lock")
+
+    stats = []
+    real_identity = _cache._identity
+    monkeypatch.setattr(_cache.FileLock, "acquire", no_lock)
+    monkeypatch.setattr(_cache, "_identity", lambda path: stats.append(path) or real_identity(path))
+    x, _ = mnist.load("train", directory, cache_dir=cache_dir, normalize=True)
+    assert x.tobytes() == (arrays["train-images-idx3-ubyte.gz"] / np.float32(255)).tobytes()
+    assert snapshot() == before
+    assert len(stats) == 2  # one stat per source file (images, labels)

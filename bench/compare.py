@@ -62,13 +62,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.append(str(REPO / "tests"))  # shared_data: where the datasets shared with the repo live
 
 import _cases  # noqa: E402
 from _cases import CASES, DEFAULT_CALL_CASES, FILES, REFERENCE_TOOL  # noqa: E402
+from shared_data import MNIST_DIR  # noqa: E402
 
 WORKER = HERE / "_worker.py"
 MARK = "@@RESULT@@ "
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
+DEFAULT_DATA = MNIST_DIR  # $FASTIDX_TEST_DATA/mnist, else ../shared/data/mnist
 TF_TOOLS = ("tf.keras", "tf.keras-npz")
 #: For contenders other than fastidx (no cache of decoded arrays), these cases run exactly the code
 #: of another: verified once, and in --quick timed once.

@@ -1,9 +1,10 @@
 """Fixtures of the pytest-benchmark suite (``pytest bench/ --benchmark-only``): where the data are, a
 private fastidx cache and a ``KERAS_HOME`` that serves the same MNIST files to Keras with no network.
 
-The real MNIST gz files are looked for in ``$FASTIDX_BENCH_DATA``, then ``<repo>/../shared/data/mnist``
-(where CI clones the repository beside ``shared/``); without them the suite runs on the 1,000-image
-sample shipped inside fastidx, and every benchmark's ``extra_info`` says which data it used.
+The real MNIST gz files are looked for in ``$FASTIDX_BENCH_DATA``, then in the shared data of
+``tests/shared_data.py`` (``$FASTIDX_TEST_DATA/mnist``, else ``<repo>/../shared/data/mnist``, where CI
+clones the repository beside ``shared/``); without them the suite runs on the 1,000-image sample
+shipped inside fastidx, and every benchmark's ``extra_info`` says which data it used.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.append(str(HERE.parent / "tests"))
 
 import _cases  # noqa: E402
-
-REAL_DATA = HERE.parent.parent / "shared" / "data" / "mnist"
+from shared_data import MNIST_DIR as REAL_DATA  # noqa: E402  ($FASTIDX_TEST_DATA, else ../shared/data)
 
 
 def _data_dir() -> Path:

@@ -22,7 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+from shared_data import MNIST_DIR as DEFAULT_DATA  # noqa: E402  ($FASTIDX_TEST_DATA, else ../shared/data)
+
 FILES = [("train-images-idx3-ubyte.gz", 16), ("train-labels-idx1-ubyte.gz", 8),
          ("t10k-images-idx3-ubyte.gz", 16), ("t10k-labels-idx1-ubyte.gz", 8)]
 

@@ -1,12 +1,14 @@
-"""Shared test fixtures: where the real data lives, and an isolated fastidx cache per test."""
+"""Shared test fixtures: where the real data lives (shared_data.py: $FASTIDX_TEST_DATA, else
+../shared/data), an isolated fastidx cache per test, and the 127.0.0.1 test server's fixtures."""
 
 from pathlib import Path
 
 import pytest
 
+from http_server import fetch_env, server  # noqa: F401 (registers the fixtures for every test module)
+from shared_data import MNIST_DIR, SHARED_DATA
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-MNIST_DIR = SHARED_DATA / "mnist"
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +34,12 @@ def _settle_cache_writers():
             writer.join()
         cache._writers.clear()
         cache._failures.clear()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The datasets shared with this repository ($FASTIDX_TEST_DATA, else ../shared/data)."""
+    return SHARED_DATA
 
 
 @pytest.fixture

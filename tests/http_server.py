@@ -22,10 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import CANONICAL_DIR, MNIST_DIR, SHARED_DATA  # noqa: F401 (re-exported)
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO / ".." / "shared" / "data"
-MNIST_DIR = SHARED_DATA / "mnist"
-CANONICAL_DIR = SHARED_DATA / "canonical"
 
 #: Longest a single response may be delayed in total by stalls and throttling.
 MAX_DELAY = 10.0

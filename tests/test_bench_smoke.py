@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import MNIST_DIR
+
 REPO = Path(__file__).resolve().parents[1]
 COMPARE = REPO / "bench" / "compare.py"
 CASES = {"first_load", "warm_load", "warm_mmap", "cold_uint8", "cold_float32", "cached_uint8", "cached_float32", "mmap_uint8",
@@ -69,7 +71,7 @@ def test_compare_smoke(tmp_path):
 
 def test_compare_times_the_default_call_on_real_mnist(tmp_path):
     """The headline rows: load_data() with FASTIDX_HOME set and no path=, first and warm loads."""
-    data = REPO.parent / "shared" / "data" / "mnist"
+    data = MNIST_DIR
     if not (data / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"shared MNIST data not found at {data}")
     out = tmp_path / "results.json"

@@ -11,8 +11,8 @@ import pytest
 
 import fastidx
 from fastidx.datasets import emnist, fashion_mnist, kmnist, mnist
+from shared_data import MNIST_DIR
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 
 import fastidx
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MNIST = SHARED_DATA / "mnist"
-CANONICAL = SHARED_DATA / "canonical"
+from shared_data import CANONICAL_DIR as CANONICAL
+from shared_data import MNIST_DIR as MNIST
 
 # name -> (IDX header bytes, shape, SHA-256 of the decoded IDX file); from shared/data/README.md
 FILES = {

@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from ._kernels import Inflater as ZlibInflater  # fastidx._native's, or the pure-Python fallback's
 from ._kernels import InflateError
+from ._kernels import Inflater as ZlibInflater  # fastidx._native's, or the pure-Python fallback's
 
 #: Set to ``zlib`` to decode with zlib even when ISA-L is installed.
 ENV_INFLATER = "FASTIDX_INFLATER"

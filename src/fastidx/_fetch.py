@@ -1,49 +1,60 @@
 """Getting a dataset's files onto the local disk, verified: cache, reuse, mirrors, locks.
 
 :func:`fetch` returns ``{role: path}`` of verified gz IDX files, downloading only what is missing;
-:func:`discard` is how a loader reports a returned file that does not parse.
+:func:`discard` is how a loader reports a returned file that does not parse; :func:`status` and
+:func:`remove` report on and delete a dataset's downloaded files.
 
 Where files live
     ``<cache root>/<dataset>/<official file name>``, the cache root being ``cache_dir=``, else
     ``$FASTIDX_HOME``, else the platform's user cache directory. EMNIST's ``gzip.zip`` lives in
-    ``<cache root>/emnist/`` and the gz files of each split are extracted next to it (the archive is
-    kept: it holds all six splits). ``<cache root>/fetch-manifest.json`` remembers the size,
-    ``mtime_ns`` and hash of every verified file, so a warm fetch makes no network call and hashes
-    nothing; a missing or corrupt manifest only costs one re-hash.
+    ``<cache root>/emnist/`` and the gz files of each split are extracted next to it.
+    ``<cache root>/fetch-manifest.json`` (:mod:`fastidx._manifest`) remembers every verified file
+    with its ``stat`` identity, so a warm fetch costs one ``stat`` per file: no hashing, no lock, no
+    write, no network, and none of the download machinery is even imported.
 
-What counts as genuine
+What counts as genuine (:mod:`fastidx._verify`)
     The SHA-256 of the file equals the official compressed file's, or the SHA-256 of its decoded
-    (gunzipped) content equals the official content's: a mirror that re-compressed the same data is
-    accepted. Anything else is deleted and refused with :class:`~fastidx.ChecksumError`. A cached file
-    that fails its hash is deleted with a :class:`~fastidx._errors.CacheWarning` and fetched again.
+    content, as fastidx's own decoder reads it, equals the official content's: a mirror that
+    re-compressed the same data is accepted, a file the loader would refuse is not. Anything else
+    is deleted and refused with :class:`~fastidx.ChecksumError`. A cached file that fails its hash
+    is deleted with a :class:`~fastidx._errors.CacheWarning` and fetched again; offline, it is moved
+    aside to ``<name>.damaged`` instead, and the warning says what to do.
 
 Files reused from other tools (never copied; the verified path is returned)
     * Keras: ``$KERAS_HOME/datasets`` (default ``~/.keras/datasets``): Fashion-MNIST's
       ``fashion-mnist/*.gz``, and MNIST's ``mnist.npz``, returned as ``{"npz": path}`` only when the
       four IDX files are not otherwise available locally.
     * torchvision: ``<root>/MNIST/raw/``, ``FashionMNIST/raw/``, ``KMNIST/raw/`` and
-      ``EMNIST/raw/gzip.zip``, where ``<root>`` comes from ``$FASTIDX_TORCHVISION_ROOT`` (an
-      environment variable rather than an argument, so that every ``load_data`` call sees it).
+      ``EMNIST/raw/gzip.zip``, where ``<root>`` comes from ``$FASTIDX_TORCHVISION_ROOT``.
 
-Downloading
-    Mirrors are tried in order: ``mirrors=`` (a base URL or a list of them), then ``$FASTIDX_MIRROR``
-    (whitespace-separated base URLs), then the registry's URLs. A file is fetched from
-    ``{base}/{dataset}/{file name}`` (EMNIST: ``{base}/emnist/gzip.zip``); bases may be ``http://``,
-    ``https://`` or ``file://``. Bodies stream into a uniquely named temporary file in the target
-    directory, which is verified, synced and renamed into place; every error path (Ctrl-C included)
-    removes it. 5xx answers, timeouts, resets and short bodies are retried with exponential back-off
-    and jitter (base ``$FASTIDX_RETRY_BASE`` seconds, default 0.5), resuming with an HTTP ``Range``
-    request (a server that ignores it is handled by starting again). ``$FASTIDX_TIMEOUT`` (default
-    30 s) bounds connecting and every read. Proxies come from the standard environment variables.
-    A progress line is written to stderr when it is a terminal (``progress=False`` turns it off,
-    ``progress=True`` forces it).
+Downloading (:mod:`fastidx._transport`)
+    Mirrors are tried in order: ``mirrors=``, then ``$FASTIDX_MIRROR``, then the registry's URLs. A
+    mirror is an ``http://``, ``https://`` or ``file://`` base URL or a local directory; a string
+    may hold several separated by whitespace or commas (see :func:`mirror_bases`). A file is fetched
+    from ``{base}/{dataset}/{file name}`` (EMNIST: ``{base}/emnist/gzip.zip``). Bodies stream into
+    a uniquely named temporary file beside the target, which is verified, synced and renamed into
+    place; every error path (Ctrl-C included) removes it. Every wait is bounded:
+
+    * ``$FASTIDX_TIMEOUT``: the whole download of one fetch — every file, mirror, retry and back-off
+      (default: 600 s, or the time to download the missing files at 250 kB/s when that is longer);
+    * ``$FASTIDX_STALL_TIMEOUT`` (default 15 s): the longest wait for a mirror's answer or for data.
+      A mirror that does not answer in time, refuses connections or does not resolve is left for
+      the next one and skipped for the rest of the fetch; a body slower than ``$FASTIDX_MIN_RATE``
+      bytes/s (default 1024) over that period is resumed once, then left for the next mirror;
+    * 5xx answers, resets and short bodies are retried with exponential back-off and jitter (base
+      ``$FASTIDX_RETRY_BASE`` s, default 0.5), ``Retry-After`` honoured up to 10 s (beyond: the next
+      mirror), resuming with ``Range`` requests. A resumed file that fails verification is fetched
+      once more from byte 0 before the mirror is refused.
+
+    The first time a mirror is left for the next one, and when a download is slow, one line on
+    stderr says so. A progress line is written to stderr when it is a terminal (``progress=``).
+    When files cannot be had, one exception lists them all, the reason per mirror and the fixes.
 
 Several processes
-    One lock file per file (``.<file name>.lock`` beside it, see :mod:`fastidx._lock`): one process downloads, the
-    others wait (logging once what they wait for) and then use its file. The lock is an OS lock the
-    kernel drops when its holder dies, so a killed process never blocks the others; a waiter gives up
-    with :class:`~fastidx.DownloadError` only when the holder shows no progress for
-    ``$FASTIDX_LOCK_TIMEOUT`` seconds (default 600).
+    One lock file per file (``.<file name>.lock`` beside it, :mod:`fastidx._lock`: never followed
+    if it is a symlink): one process downloads, the others wait (saying once what they wait for)
+    and then use its file. A waiter gives up with :class:`~fastidx.DownloadError` only when the
+    holder shows no progress for ``$FASTIDX_LOCK_TIMEOUT`` seconds (default 600).
 
 Offline
     ``$FASTIDX_OFFLINE=1`` or ``offline=True``: no network access (``file://`` mirrors still work); a
@@ -55,40 +66,20 @@ Every environment variable is read when :func:`fetch` is called, never at import
 from __future__ import annotations
 
 import contextlib
-import errno
-import gzip
-import hashlib
-import http.client
-import json
 import logging
+import math
 import os
-import random
-import re
-import socket
-import ssl
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import registry
-from ._atomic import atomic_write, new_temp
-from ._errors import (
-    CacheDirError,
-    ChecksumError,
-    DatasetNotFoundError,
-    DownloadError,
-    warn_cache,
-)
-from ._lock import FileLock, held
+from ._errors import CacheDirError, ChecksumError, DatasetNotFoundError, DownloadError, warn_cache
+from ._manifest import MANIFEST_NAME, Manifest, lock_path
 from ._paths import ENV_HOME, cache_root, writable_dir
 
-__all__ = ["fetch", "discard"]
+__all__ = ["fetch", "discard", "status", "remove", "FileStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -97,26 +88,19 @@ ENV_OFFLINE = "FASTIDX_OFFLINE"
 ENV_TORCHVISION_ROOT = "FASTIDX_TORCHVISION_ROOT"
 ENV_RETRY_BASE = "FASTIDX_RETRY_BASE"
 ENV_TIMEOUT = "FASTIDX_TIMEOUT"
+ENV_STALL_TIMEOUT = "FASTIDX_STALL_TIMEOUT"
+ENV_MIN_RATE = "FASTIDX_MIN_RATE"
 ENV_LOCK_TIMEOUT = "FASTIDX_LOCK_TIMEOUT"
 
 #: Defaults of the settings the environment variables above override.
 RETRY_BASE = 0.5
-TIMEOUT = 30.0
+TIMEOUT = 600.0
+TIMEOUT_RATE = 250e3  # bytes/s: a larger download gets a proportionally longer default deadline
+STALL_TIMEOUT = 15.0
+MIN_RATE = 1024.0
 LOCK_TIMEOUT = 600.0
-#: Longest single back-off sleep, and the cap on a server's ``Retry-After``.
-MAX_BACKOFF = 30.0
-#: Failed attempts in a row (without new bytes) after which a mirror is abandoned.
-MAX_FAILURES = 5
-#: Attempts on one URL in all, however much each one progresses.
-MAX_ATTEMPTS = 50
 #: Waiting this long for another process's lock is reported on stderr.
 LOCK_NOTICE_AFTER = 1.0
-
-MANIFEST_NAME = "fetch-manifest.json"
-_CHUNK = 1 << 18
-_USER_AGENT = "fastidx (Python urllib)"
-_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 507, 520, 521, 522, 523, 524})
-_PERMANENT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
 
 # Paths handed out by fetch() in this process: path -> (cache root, reused from another tool?).
 _ISSUED: dict[str, tuple[str, bool]] = {}
@@ -133,9 +117,10 @@ def fetch(dataset, *, cache_dir=None, mirrors=None, progress=None, offline=None)
         A registry name (``"mnist"``, ``"emnist_letters"``, ...), or a spec for a dataset of one's own.
     cache_dir : str or os.PathLike, optional
         The cache root; default ``$FASTIDX_HOME``, else the user cache directory.
-    mirrors : str or list of str, optional
-        Base URLs (``http(s)://`` or ``file://``) tried before ``$FASTIDX_MIRROR`` and the built-in
-        mirrors; files are looked up as ``{base}/{dataset}/{file name}``.
+    mirrors : str, os.PathLike or list of them, optional
+        Mirrors tried before ``$FASTIDX_MIRROR`` and the built-in ones: base URLs (``http(s)://``
+        or ``file://``) or local directories; files are looked up as ``{base}/{dataset}/{file}``.
+        See :func:`mirror_bases` for the separators.
     progress : bool, optional
         Show a progress line on stderr; default: when stderr is a terminal.
     offline : bool, optional
@@ -150,33 +135,59 @@ def fetch(dataset, *, cache_dir=None, mirrors=None, progress=None, offline=None)
     Raises
     ------
     ChecksumError
-        Every mirror that answered sent bytes that are not the official file (they were deleted).
+        A mirror sent bytes that are not the official file (they were deleted).
     DownloadError
-        No mirror could deliver a file.
+        No mirror could deliver some file; the message lists every missing file. Its ``missing``
+        attribute is the list of their names, ``details`` the full reason per URL.
     DatasetNotFoundError
         Offline, and a file is not available locally.
     CacheDirError
         The cache directory cannot be created or written.
+    ValueError
+        A mirror or a setting (``FASTIDX_TIMEOUT``...) is malformed; the message names it.
 
     Examples
     --------
     >>> files = fetch("mnist")  # doctest: +SKIP
     >>> files["train_images"].name  # doctest: +SKIP
     'train-images-idx3-ubyte.gz'
-    >>> fetch("mnist", offline=True, cache_dir="/nonexistent")  # doctest: +SKIP
-    Traceback (most recent call last):
-    DatasetNotFoundError: mnist: 4 files are not available locally and offline mode is on ...
     """
     spec = dataset if isinstance(dataset, registry.DatasetSpec) else registry.get(dataset)
+    bases = mirror_bases(mirrors)
+    root = Path(os.path.abspath(cache_root(cache_dir)))
+    manifest = Manifest(root)
+    warm = _warm(spec, root, manifest)
+    if warm is not None:
+        return _issue(warm, root)
     if offline is None:
         offline = _env_flag(ENV_OFFLINE)
         offline_how = f"{ENV_OFFLINE}={os.environ.get(ENV_OFFLINE)}"
     else:
         offline_how = f"offline={bool(offline)}"
-    root = Path(os.path.abspath(cache_root(cache_dir)))
     if progress is None:
         progress = _stderr_is_tty()
-    return _Fetcher(spec, root, _mirror_bases(mirrors), bool(offline), offline_how, bool(progress)).run()
+    fetcher = _Fetcher(spec, root, manifest, bases, bool(offline), offline_how, bool(progress))
+    return _issue(fetcher.run(), root)
+
+
+def _warm(spec, root: Path, manifest: Manifest) -> dict[str, Path] | None:
+    """The four files when the manifest vouches for each of them as they are now (one stat each)."""
+    directory = root / spec.dir_name
+    archive_sha = spec.archive.sha256 if spec.archive is not None else None
+    found = {}
+    for role in registry.ROLES:
+        file = spec.files[role]
+        path = directory / file.name
+        if not manifest.vouches(path, file, archive_sha):
+            return None
+        found[role] = path
+    return found
+
+
+def _issue(files: dict[str, Path], root: Path) -> dict[str, Path]:
+    for path in files.values():
+        _ISSUED[str(path)] = (str(root), not _inside(path, root))
+    return files
 
 
 def discard(path) -> None:
@@ -195,13 +206,13 @@ def discard(path) -> None:
     root, external = _ISSUED.pop(str(path), (None, False))
     if root is None:
         # Another process fetched it: a cache file is <root>/<dataset>/<name> and in root's manifest.
-        guess = _Manifest(path.parent.parent)
-        if guess.key(path) in guess.files:
+        guess = Manifest(path.parent.parent)
+        if guess.entry(path) is not None:
             root = str(guess.root)
     if root is None:
         warn_cache(f"{path} could not be parsed; it is not a file of the fastidx cache, so it was left in place")
         return
-    manifest = _Manifest(Path(root))
+    manifest = Manifest(Path(root))
     manifest.forget(path)
     manifest.save()
     if external:
@@ -219,9 +230,152 @@ def discard(path) -> None:
     warn_cache(f"{path} could not be parsed; {done}")
 
 
-def lock_path(target: Path) -> Path:
-    """The lock file that guards ``target`` (and its temporary files)."""
-    return target.with_name(f".{target.name}.lock")
+# --- status and removal -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """One file of a dataset, as :func:`status` finds it.
+
+    Attributes
+    ----------
+    role : str
+        ``"train_images"``, ``"train_labels"``, ``"test_images"``, ``"test_labels"``, or
+        ``"archive"`` (EMNIST's ``gzip.zip``, which the four files come out of).
+    name : str
+        The official file name.
+    path : pathlib.Path
+        Where the file is (a Keras or torchvision copy when that is what a load would use), else
+        where fastidx would put it.
+    state : str
+        ``"verified"``: unchanged since it was verified (the manifest's record matches its stat);
+        ``"unverified"``: present, but changed or never checked since (the next load hashes it, and
+        replaces it if it is damaged); ``"damaged"``: present and failing its hash (only with
+        ``verify=True``); ``"missing"``.
+    size : int or None
+        Its size in bytes when present.
+    """
+
+    role: str
+    name: str
+    path: Path
+    state: str
+    size: int | None
+
+
+def status(dataset, cache_dir=None, *, verify: bool = False) -> list[FileStatus]:
+    """What a dataset's files look like in the cache, without repairing or downloading anything.
+
+    Read-only: no network, no lock, nothing written (not even the manifest). With ``verify=True``
+    a file the manifest does not vouch for is hashed now and reported ``"verified"`` or
+    ``"damaged"``; otherwise it is ``"unverified"``.
+
+    Parameters
+    ----------
+    dataset : str or fastidx.registry.DatasetSpec
+    cache_dir : str or os.PathLike, optional
+        The cache root; default ``$FASTIDX_HOME``, else the user cache directory.
+    verify : bool
+        Hash files that are not known to be unchanged.
+
+    Returns
+    -------
+    list of FileStatus
+        The four files in role order, then EMNIST's archive.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> [(s.name, s.state) for s in status("mnist", cache_dir=tempfile.mkdtemp())][:1]
+    [('train-images-idx3-ubyte.gz', 'missing')]
+    """
+    spec = dataset if isinstance(dataset, registry.DatasetSpec) else registry.get(dataset)
+    root = Path(os.path.abspath(cache_root(cache_dir)))
+    manifest = Manifest(root)
+    directory = root / spec.dir_name
+    archive_sha = spec.archive.sha256 if spec.archive is not None else None
+    wanted = [(role, spec.files[role], archive_sha) for role in registry.ROLES]
+    if spec.archive is not None:
+        wanted.append(("archive", spec.archive, None))
+    report = []
+    for role, file, via in wanted:
+        own = directory / file.name
+        candidates = [own] + ([] if via else _elsewhere(spec, file.name))
+        report.append(_file_status(role, file, candidates, manifest, via, verify, spec))
+    return report
+
+
+def _file_status(role, file, candidates, manifest, via, verify, spec) -> FileStatus:
+    first = None
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if manifest.vouches(path, file, via):
+            return FileStatus(role, file.name, path, "verified", st.st_size)
+        if verify and (file.sha256 or file.content_sha256):
+            from ._verify import verify as check
+
+            state = "verified" if check(path, file, _decoded_limit(spec, role)).ok else "damaged"
+            if state == "verified" or first is None:
+                first = FileStatus(role, file.name, path, state, st.st_size)
+            if state == "verified":
+                return first
+        elif first is None:
+            first = FileStatus(role, file.name, path, "unverified", st.st_size)
+    return first or FileStatus(role, file.name, candidates[0], "missing", None)
+
+
+def remove(dataset, cache_dir=None) -> list[Path]:
+    """Delete a dataset's downloaded files from the fastidx cache; returns what was deleted.
+
+    Only names fastidx itself creates in ``<cache root>/<dataset>/`` are deleted: the official file
+    names, ``<name>.damaged`` files set aside offline and temporary files of interrupted downloads.
+    A symlink is deleted as a link, never followed; files of Keras or torchvision are never touched;
+    lock files stay (a process may hold them). Each file is deleted under its lock, so a concurrent
+    download finishes first. For an EMNIST split the shared ``gzip.zip`` goes with the last split
+    whose files are in the cache. The decoded-array cache is :mod:`fastidx.cache`'s business.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> remove("mnist", cache_dir=tempfile.mkdtemp())
+    []
+    """
+    from ._lock import held
+
+    spec = dataset if isinstance(dataset, registry.DatasetSpec) else registry.get(dataset)
+    root = Path(os.path.abspath(cache_root(cache_dir)))
+    directory = root / spec.dir_name
+    if directory.is_symlink() or not directory.is_dir():
+        return []
+    names = [spec.files[role].name for role in registry.ROLES]
+    if spec.archive is not None and not _other_splits_present(spec, directory):
+        names.append(spec.archive.name)
+    manifest = Manifest(root)
+    removed = []
+    limit = _env_seconds(ENV_LOCK_TIMEOUT, LOCK_TIMEOUT, allow_zero=True)
+    for name in names:
+        target = directory / name
+        with held(lock_path(target), timeout=limit):
+            for path in [target, target.with_name(name + ".damaged"), *_partials(target)]:
+                with contextlib.suppress(FileNotFoundError):
+                    if not os.path.isdir(path) or os.path.islink(path):
+                        os.unlink(path)
+                        removed.append(path)
+            manifest.forget(target)
+    manifest.save()
+    return removed
+
+
+def _other_splits_present(spec, directory: Path) -> bool:
+    mine = {f.name for f in spec.files.values()}
+    for other in registry.DATASETS.values():
+        if other.archive is spec.archive or other.archive == spec.archive:
+            if any((directory / f.name).exists() for f in other.files.values() if f.name not in mine):
+                return True
+    return False
 
 
 # --- settings -------------------------------------------------------------------------------------
@@ -232,17 +386,19 @@ def _env_flag(name: str) -> bool:
     return value not in {"", "0", "false", "no", "off"}
 
 
-def _env_seconds(name: str, default: float) -> float:
+def _env_seconds(name: str, default: float, *, allow_zero: bool = False) -> float:
+    """A finite number from the environment: ``> 0`` (``>= 0`` with ``allow_zero``), else ValueError."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not seconds >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return seconds
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r} (unset it for the default)")
+    return number
 
 
 def _stderr_is_tty() -> bool:
@@ -252,317 +408,79 @@ def _stderr_is_tty() -> bool:
         return False
 
 
-def _mirror_bases(mirrors) -> list[str]:
-    """``mirrors=`` then ``$FASTIDX_MIRROR``, validated, duplicates dropped."""
-    bases: list[str] = []
+def mirror_bases(mirrors=None) -> list[str]:
+    """The mirrors to try before the registry's: ``mirrors`` then ``$FASTIDX_MIRROR``, as base URLs.
+
+    One rule for ``mirrors=``, ``$FASTIDX_MIRROR`` and the command line's ``--mirror``: a mirror is
+    an ``http://``, ``https://`` or ``file://`` base URL, or a local directory (an existing one,
+    absolute or relative), which becomes its ``file://`` URL. A string may hold several mirrors
+    separated by whitespace or commas (a comma inside a URL must be written ``%2C``); a string
+    that names an existing directory is one mirror even if it contains spaces. Each item of a
+    list is one mirror. Duplicates are dropped, order is kept.
+
+    >>> mirror_bases("http://a.example/data, https://b.example/")  # doctest: +SKIP
+    ['http://a.example/data', 'https://b.example']
+    """
+    items: list[tuple[str, str]] = []  # (mirror, where it came from)
     if mirrors is not None:
         if isinstance(mirrors, (str, os.PathLike)):
-            mirrors = [mirrors]
-        bases.extend(os.fspath(m) for m in mirrors)
-    bases.extend(os.environ.get(ENV_MIRROR, "").split())
-    for base in bases:
-        if urllib.parse.urlsplit(base).scheme.lower() not in {"http", "https", "file"}:
-            raise ValueError(
-                f"mirror {base!r} is not an http://, https:// or file:// URL "
-                f"(for a local directory use file:///path/to/mirror)"
-            )
-    return list(dict.fromkeys(base.rstrip("/") for base in bases))
+            items.extend((m, "mirrors=") for m in _split_mirrors(os.fspath(mirrors)))
+        else:
+            items.extend((os.fspath(m), "mirrors=") for m in mirrors)
+    items.extend((m, ENV_MIRROR) for m in _split_mirrors(os.environ.get(ENV_MIRROR, "")))
+    bases = [_as_base_url(m, where) for m, where in items]
+    return list(dict.fromkeys(bases))
+
+
+def _split_mirrors(text: str) -> list[str]:
+    if text.strip() and os.path.isdir(text):
+        return [text]
+    return text.replace(",", " ").split()
+
+
+def _as_base_url(mirror: str, where: str) -> str:
+    import urllib.parse
+
+    scheme = urllib.parse.urlsplit(mirror).scheme.lower()
+    if scheme in {"http", "https", "file"}:
+        return mirror.rstrip("/")
+    if os.path.isdir(mirror):
+        return Path(mirror).resolve().as_uri()
+    raise ValueError(
+        f"mirror {mirror!r} (from {where}) is not an http://, https:// or file:// URL nor an existing "
+        f"directory; separate several mirrors with spaces or commas"
+    )
 
 
 def _is_file_url(url: str) -> bool:
     return url[:5].lower() == "file:"
 
 
-# --- verification ---------------------------------------------------------------------------------
-
-
-@dataclass
-class _Verdict:
-    ok: bool
-    size: int
-    sha256: str
-    content_sha256: str | None = None
-    how: str = ""
-    problem: str = ""
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _gunzip_sha256(path: Path, limit: int) -> tuple[str | None, str]:
-    """SHA-256 of the decoded content, streaming; stops past ``limit`` bytes (no gzip bomb)."""
-    digest = hashlib.sha256()
-    total = 0
+def _decoded_limit(spec, role: str | None) -> int:
     try:
-        with gzip.open(path, "rb") as stream:
-            while chunk := stream.read(1 << 20):
-                total += len(chunk)
-                if total > limit:
-                    return None, f"it decodes to more than {limit} bytes"
-                digest.update(chunk)
-    except (OSError, EOFError, zlib.error) as exc:
-        return None, f"it is not a valid gzip file ({exc})"
-    return digest.hexdigest(), ""
+        return spec.decoded_size(role)
+    except (AttributeError, KeyError, ValueError, TypeError):
+        return 8 << 30
 
 
-def _verify(path: Path, spec: registry.FileSpec, decoded_limit: int) -> _Verdict:
-    """Whether ``path`` is the official file: by its own hash, else by its decoded content's."""
-    size = path.stat().st_size
-    sha = _sha256_file(path)
-    verdict = _Verdict(False, size, sha)
-    if spec.sha256 is None and spec.content_sha256 is None:
-        verdict.ok, verdict.how = True, "unverified (no hash known)"
-        return verdict
-    if spec.sha256 is not None and sha == spec.sha256:
-        verdict.ok, verdict.how = True, "sha256"
-        return verdict
-    if spec.content_sha256 is not None:
-        content, problem = _gunzip_sha256(path, decoded_limit)
-        verdict.content_sha256 = content
-        if content == spec.content_sha256:
-            verdict.ok, verdict.how = True, "content_sha256"
-            return verdict
-        verdict.problem = problem or f"its decoded content has SHA-256 {content}"
-    return verdict
-
-
-def _expectation(spec: registry.FileSpec) -> str:
-    parts = []
-    if spec.sha256:
-        parts.append(f"SHA-256 {spec.sha256}" + (f" ({spec.size} bytes)" if spec.size is not None else ""))
-    if spec.content_sha256:
-        parts.append(f"decoded content SHA-256 {spec.content_sha256}")
-    return " or ".join(parts)
-
-
-def _mismatch(spec: registry.FileSpec, verdict: _Verdict) -> str:
-    text = f"expected {_expectation(spec)}, got SHA-256 {verdict.sha256} ({verdict.size} bytes)"
-    return text + (f"; {verdict.problem}" if verdict.problem else "")
-
-
-# --- the manifest ---------------------------------------------------------------------------------
-
-
-class _Manifest:
-    """``fetch-manifest.json``: what was verified, so that unchanged files are trusted unhashed.
-
-    Written atomically under its own lock, re-read before each write so that concurrent writers
-    merge; unreadable content is ignored (the files are simply verified again).
-    """
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.path = root / MANIFEST_NAME
-        self.files = self._read()
-        self._changes: dict[str, dict | None] = {}
-
-    def _read(self) -> dict[str, dict]:
-        try:
-            data = json.loads(self.path.read_bytes())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.info("ignoring unreadable %s: %s", self.path, exc)
-            return {}
-        if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("files"), dict):
-            log.info("ignoring %s: not a fastidx manifest", self.path)
-            return {}
-        return {k: v for k, v in data["files"].items() if isinstance(v, dict)}
-
-    def reload(self) -> None:
-        self.files = self._read()
-        self._apply(self.files)
-
-    def _apply(self, files: dict) -> None:
-        for key, entry in self._changes.items():
-            if entry is None:
-                files.pop(key, None)
-            else:
-                files[key] = entry
-
-    def key(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix()
-        except ValueError:
-            return str(path)
-
-    def vouches(self, path: Path, spec: registry.FileSpec, archive_sha256: str | None = None) -> bool:
-        """True if ``path`` is unchanged since it was verified as ``spec``."""
-        entry = self.files.get(self.key(path))
-        if entry is None:
-            return False
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        if entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
-            return False
-        if spec.sha256 is not None and entry.get("sha256") == spec.sha256:
-            return True
-        if spec.content_sha256 is not None and entry.get("content_sha256") == spec.content_sha256:
-            return True
-        return (
-            spec.sha256 is None
-            and spec.content_sha256 is None
-            and archive_sha256 is not None
-            and entry.get("archive_sha256") == archive_sha256
-        )
-
-    def has_stale_entry(self, path: Path) -> bool:
-        return self.key(path) in self.files
-
-    def record(self, path: Path, **facts) -> None:
-        st = path.stat()
-        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        entry.update({k: v for k, v in facts.items() if v is not None})
-        entry["verified_at"] = int(time.time())
-        self.files[self.key(path)] = self._changes[self.key(path)] = entry
-
-    def forget(self, path: Path) -> None:
-        key = self.key(path)
-        self.files.pop(key, None)
-        self._changes[key] = None
-
-    def save(self) -> None:
-        """Merge this fetch's changes into the file; best effort (a failure costs a re-hash later)."""
-        if not self._changes:
-            return
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with held(lock_path(self.path), timeout=10):
-                files = self._read()
-                self._apply(files)
-                with atomic_write(self.path, "w") as out:
-                    json.dump({"version": 1, "files": files}, out, indent=1, sort_keys=True)
-        except OSError as exc:  # LockTimeout and CacheDirError are OSErrors
-            log.info("could not update %s: %s", self.path, exc)
-            return
-        self._changes.clear()
-
-
-# --- progress -------------------------------------------------------------------------------------
-
-
-class _Progress:
-    """A one-line progress display on stderr, redrawn at most 5 times a second."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool, done: int = 0):
-        self.label, self.total, self.enabled, self.done = label, total, enabled, done
-        self._last = 0.0
-        self._start = time.monotonic()
-        self._drawn = False
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.enabled and time.monotonic() - self._last >= 0.2:
-            self._draw()
-
-    def _draw(self) -> None:
-        self._last = time.monotonic()
-        mb = self.done / 1e6
-        rate = mb / max(self._last - self._start, 1e-6)
-        if self.total:
-            text = f"{self.label}: {mb:.1f}/{self.total / 1e6:.1f} MB {100 * self.done / self.total:3.0f}%"
-        else:
-            text = f"{self.label}: {mb:.1f} MB"
-        sys.stderr.write(f"\r{text} {rate:.1f} MB/s ")
-        sys.stderr.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        if self.enabled:
-            self._draw()
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-# --- transfers ------------------------------------------------------------------------------------
-
-
-class _Retry(Exception):
-    """A transient failure: try the same URL again after a back-off."""
-
-    def __init__(self, message: str, *, retry_after: float = 0.0, progressed: bool = False, validator=None):
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.progressed = progressed  # new bytes arrived before the failure
-        self.validator = validator  # ETag or Last-Modified of the body being resumed
-
-
-class _MirrorFailed(Exception):
-    """This URL cannot deliver the file: go to the next mirror."""
-
-
-class _WriteFailed(Exception):
-    """Writing the local copy failed (disk full...): no mirror can help."""
-
-    def __init__(self, error: OSError):
-        super().__init__(str(error))
-        self.error = error
-
-
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
-
-
-def _classify(exc: BaseException) -> Exception:
-    """Turn a network error into :class:`_Retry` or :class:`_MirrorFailed`."""
-    if isinstance(exc, http.client.HTTPException):  # IncompleteRead, BadStatusLine...
-        return _Retry(f"{type(exc).__name__}: {exc}")
-    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-    if isinstance(reason, str):
-        return _MirrorFailed(reason)
-    if isinstance(reason, (socket.gaierror, ssl.SSLCertVerificationError)):
-        return _MirrorFailed(str(reason))
-    if isinstance(reason, OSError) and reason.errno in _PERMANENT_ERRNOS:
-        return _MirrorFailed(str(reason))
-    if isinstance(reason, TimeoutError):
-        return _Retry(f"timed out ({reason})")
-    return _Retry(f"{type(reason).__name__}: {reason}")
-
-
-def _retry_after(headers) -> float:
-    try:
-        return min(float(headers.get("Retry-After", "0")), MAX_BACKOFF)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _copy(src, out, cap: int, progress: _Progress) -> None:
-    while chunk := src.read(_CHUNK):
-        try:
-            out.write(chunk)
-        except OSError as exc:
-            raise _WriteFailed(exc) from exc
-        progress.update(len(chunk))
-        if out.tell() > cap:
-            raise _MirrorFailed(f"sent more than {cap} bytes, far more than the file's size")
-
-
-def _size_cap(spec: registry.FileSpec) -> int:
-    # A re-compressed copy may be somewhat larger than the official file, never twice as large.
-    return max(2 * spec.size, spec.size + (16 << 20)) if spec.size else 8 << 30
+# --- the slow path: verify, repair, download ---------------------------------------------------------
 
 
 class _Fetcher:
-    """One call of :func:`fetch`."""
+    """One call of :func:`fetch` that the manifest could not answer alone."""
 
-    def __init__(self, spec, root, bases, offline, offline_how, progress):
+    def __init__(self, spec, root, manifest, bases, offline, offline_how, progress):
         self.spec = spec
         self.root = root
         self.dir = root / spec.dir_name
+        self.manifest = manifest
         self.bases = bases
         self.offline = offline
         self.offline_how = offline_how
         self.progress = progress
-        self.manifest = _Manifest(root)
-        self._opener = None
-
-    # -- the plan
+        self._session = None  # a _transport.Session, made when the first download starts
+        self.failures: dict[str, list[tuple[str, str]]] = {}  # file name -> [(url, problem)]
+        self.refused: dict[str, list[tuple[str, str]]] = {}  # file name -> [(url, mismatch)]
 
     def run(self) -> dict[str, Path]:
         spec = self.spec
@@ -579,12 +497,11 @@ class _Fetcher:
                 return {"npz": npz}
         if missing:
             names = [spec.files[role].name for role in missing]
-            if spec.archive is not None:
-                local_zip = (self.dir / spec.archive.name).is_file() or self._elsewhere(spec.archive.name)
-                if not local_zip:
-                    names = [spec.archive.name]
-            else:
-                local_zip = False
+            local_zip = spec.archive is not None and (
+                (self.dir / spec.archive.name).is_file() or bool(_elsewhere(spec, spec.archive.name))
+            )
+            if spec.archive is not None and not local_zip:
+                names = [spec.archive.name]
             if self.offline and not local_zip and not any(_is_file_url(b) for b in self.bases):
                 raise self._not_found(names)
             writable_dir(self.root)
@@ -593,10 +510,12 @@ class _Fetcher:
                 found.update(self._from_archive(missing))
             else:
                 for role in missing:
-                    found[role] = self._obtain(role)
+                    path = self._obtain(role)
+                    if path is not None:
+                        found[role] = path
         self.manifest.save()
-        for role, path in found.items():
-            _ISSUED[str(path)] = (str(self.root), not _inside(path, self.root))
+        if len(found) < len(registry.ROLES):
+            raise self._failure([role for role in registry.ROLES if role not in found])
         return {role: found[role] for role in registry.ROLES}
 
     def _local(self, role: str, file: registry.FileSpec) -> Path | None:
@@ -607,14 +526,14 @@ class _Fetcher:
             if target.is_file():
                 if self.manifest.vouches(target, file, self.spec.archive.sha256):
                     return target
-                if self.manifest.has_stale_entry(target):
+                if self.manifest.entry(target) is not None:
                     warn_cache(f"cached file {target} changed since it was extracted; extracting it again")
             return None
         if target.is_file():
             if self._check(target, file, role):
                 return target
             self._repair(target, file, role)
-        for candidate in self._elsewhere(file.name):
+        for candidate in _elsewhere(self.spec, file.name):
             if self._check(candidate, file, role):
                 return candidate
         return None
@@ -623,15 +542,23 @@ class _Fetcher:
         """Manifest says unchanged since verified, or verify now (and remember)."""
         if self.manifest.vouches(path, file):
             return True
-        verdict = _verify(path, file, self._decoded_limit(role))
+        from ._verify import mismatch, verify
+
+        verdict = verify(path, file, _decoded_limit(self.spec, role))
         if verdict.ok:
             self.manifest.record(path, sha256=verdict.sha256, content_sha256=verdict.content_sha256)
         else:
-            log.info("%s is not %s: %s", path, file.name, _mismatch(file, verdict))
+            log.info("%s is not %s: %s", path, file.name, mismatch(file, verdict))
         return verdict.ok
 
+    def _can_refetch(self) -> bool:
+        return not self.offline or any(_is_file_url(b) for b in self.bases)
+
     def _repair(self, target: Path, file: registry.FileSpec, role: str | None) -> None:
-        """Delete a cached file that fails its hash (under its lock: someone may be replacing it)."""
+        """Deal with a cached file that fails its hash (under its lock: someone may be replacing it):
+        delete it to fetch it again, or, when it cannot be fetched again, move it aside."""
+        from ._verify import mismatch, verify
+
         if not os.access(target.parent, os.W_OK):
             # A read-only cache: leave it; downloading a good copy will report the directory.
             return
@@ -639,35 +566,23 @@ class _Fetcher:
             if not target.is_file():
                 return
             self.manifest.reload()
-            verdict = _verify(target, file, self._decoded_limit(role))
+            verdict = verify(target, file, _decoded_limit(self.spec, role))
             if verdict.ok:
                 self.manifest.record(target, sha256=verdict.sha256, content_sha256=verdict.content_sha256)
                 return
-            target.unlink()
             self.manifest.forget(target)
+            if self._can_refetch():
+                target.unlink()
+                done = "deleted it, it will be fetched again"
+            else:
+                aside = target.with_name(target.name + ".damaged")
+                os.replace(target, aside)  # renames a symlink itself, never what it points to
+                done = (
+                    f"offline mode is on ({self.offline_how}), so it was moved to {aside.name}; put the "
+                    f"official file at {target}, or turn offline mode off to download it again"
+                )
             self.manifest.save()
-        warn_cache(
-            f"cached file {target} is damaged ({_mismatch(file, verdict)}); deleted it, "
-            f"it will be fetched again"
-        )
-
-    def _decoded_limit(self, role: str | None) -> int:
-        try:
-            return self.spec.decoded_size(role)
-        except (AttributeError, KeyError, ValueError, TypeError):
-            return 8 << 30
-
-    def _elsewhere(self, name: str) -> list[Path]:
-        """Where Keras and torchvision would keep this file."""
-        places = []
-        keras_sub, torch_sub = _OTHER_TOOLS.get(self.spec.dir_name, (None, None))
-        if keras_sub:
-            places.append(_keras_datasets() / keras_sub / name)
-        torch_root = os.environ.get(ENV_TORCHVISION_ROOT)
-        if torch_sub and torch_root:
-            places.append(Path(torch_root).expanduser() / torch_sub / "raw" / name)
-        places = [Path(os.path.abspath(place)) for place in places]
-        return [place for place in places if place.is_file() and str(place) not in _DISTRUSTED]
+        warn_cache(f"cached file {target} is damaged ({mismatch(file, verdict)}); {done}")
 
     def _keras_npz(self) -> Path | None:
         npz = self.spec.keras_npz
@@ -677,20 +592,22 @@ class _Fetcher:
         _ISSUED[str(path)] = (str(self.root), True)
         return path
 
-    def _not_found(self, names: list[str]) -> DatasetNotFoundError:
-        spec = self.spec
-        listed = ", ".join(names)
-        if spec.archive is not None and names == [spec.archive.name]:
-            listed += f" (the archive {', '.join(f.name for f in spec.files.values())} come out of)"
-        plural = "file is" if len(names) == 1 else "files are"
-        return DatasetNotFoundError(
-            f"{spec.name}: {len(names)} {plural} not available locally and offline mode is on "
-            f"({self.offline_how}): {listed}. Put the official file(s) in {self.dir}, or set "
-            f"{ENV_MIRROR} to a mirror that has {spec.dir_name}/<file name> (a file:// mirror works "
-            f"offline), or turn offline mode off to download them."
-        )
+    # -- downloading
 
-    # -- downloading one file
+    def _session_for_download(self):
+        if self._session is None:
+            from . import _transport
+
+            stall = _env_seconds(ENV_STALL_TIMEOUT, STALL_TIMEOUT)
+            min_rate = _env_seconds(ENV_MIN_RATE, MIN_RATE, allow_zero=True)
+            retry_base = _env_seconds(ENV_RETRY_BASE, RETRY_BASE, allow_zero=True)
+            todo = sum(f.size or 0 for f in self.spec.files.values())
+            if self.spec.archive is not None:
+                todo = self.spec.archive.size or 0
+            total = _env_seconds(ENV_TIMEOUT, max(TIMEOUT, todo / TIMEOUT_RATE))
+            limits = _transport.Limits(time.monotonic() + total, total, stall, min_rate, retry_base)
+            self._session = _transport.Session(limits, self.progress)
+        return self._session
 
     def _urls(self, file: registry.FileSpec) -> list[str]:
         urls = [f"{base}/{self.spec.dir_name}/{file.name}" for base in self.bases] + list(file.urls)
@@ -699,7 +616,7 @@ class _Fetcher:
             urls = [u for u in urls if _is_file_url(u)]
         return urls
 
-    def _obtain(self, role: str) -> Path:
+    def _obtain(self, role: str) -> Path | None:
         """Download one file into the cache, unless another process did it while we waited."""
         file = self.spec.files[role]
         target = self.dir / file.name
@@ -707,171 +624,151 @@ class _Fetcher:
             self.manifest.reload()
             if target.is_file() and self._check(target, file, role):
                 return target
-            self._download(file, target, role)
-        return target
+            return target if self._download(file, target, role) else None
 
-    def _download(self, file: registry.FileSpec, target: Path, role: str | None) -> None:
-        """Try each mirror until one delivers the official file to ``target``. Caller holds the lock."""
+    def _download(self, file: registry.FileSpec, target: Path, role: str | None) -> bool:
+        """Try each mirror until one delivers the official file to ``target``. Caller holds the lock.
+        On failure, the reasons are in ``self.failures`` / ``self.refused``."""
+        from . import _transport
+
+        session = self._session_for_download()
         _remove_partials(target)
         if target.is_file():  # failed verification: we replace it
             target.unlink()
             self.manifest.forget(target)
         urls = self._urls(file)
-        failures: list[str] = []
-        refused: list[str] = []
-        for url in urls:
+        failures = self.failures.setdefault(file.name, [])
+        refused = self.refused.setdefault(file.name, [])
+        for i, url in enumerate(urls):
+            host = _transport.host_of(url)
+            if host in session.dead:
+                failures.append((url, session.dead[host]))
+                continue
+            try:
+                verdict = self._download_from(session, url, file, target, role)
+            except _transport.MirrorFailed as exc:
+                failures.append((url, str(exc)))
+                log.info("could not download %s: %s", url, exc)
+                if exc.dead:
+                    session.dead[host] = str(exc)
+                self._say_next(session, host, str(exc), urls[i + 1 :])
+                continue
+            except _transport.OutOfTime:
+                failures.append((url, f"{ENV_TIMEOUT} ({session.limits.total:g} s) ran out"))
+                return False
+            if verdict is not True:
+                refused.append((url, verdict))
+                self._say_next(session, host, "sent a file that is not the official one", urls[i + 1 :])
+                continue
+            return True
+        if not urls:
+            failures.append(("", "no URL to download it from"))
+        return False
+
+    def _say_next(self, session, host: str, problem: str, rest: list[str]) -> None:
+        if rest:
+            from ._transport import host_of
+
+            session.say(("mirror", host), f"{host}: {problem}; trying {host_of(rest[0])}")
+
+    def _download_from(self, session, url: str, file, target: Path, role) -> bool | str:
+        """One mirror: True when ``target`` now holds the verified file, else why it was refused.
+        A file pieced together from resumed requests that fails verification is fetched once more
+        from byte 0: a mirror whose Range answers are wrong still gets to deliver the file whole."""
+        from . import _transport
+        from ._atomic import new_temp
+        from ._verify import mismatch, verify
+
+        resume = True
+        while True:
             fd, tmp = new_temp(target, ".part")
             try:
                 with open(fd, "r+b") as out:
                     log.info("downloading %s", url)
                     try:
-                        self._transfer(url, out, file)
+                        resumed = session.transfer(url, out, file, resume=resume)
                         out.flush()
                         os.fsync(out.fileno())
-                    except _MirrorFailed as exc:
-                        failures.append(f"{url}: {exc}")
-                        log.warning("could not download %s: %s", url, exc)
-                        continue
-                    except (_WriteFailed, OSError) as exc:
-                        error = exc.error if isinstance(exc, _WriteFailed) else exc
-                        raise CacheDirError(
-                            f"cannot write {target.name} in the fastidx cache directory {target.parent}: "
-                            f"{error.strerror or error}; free some space, or choose another directory with "
-                            f"cache_dir= or the {ENV_HOME} environment variable"
-                        ) from error
-                verdict = _verify(tmp, file, self._decoded_limit(role))
-                if not verdict.ok:
-                    refused.append(f"{url}: {_mismatch(file, verdict)}")
-                    log.warning("refused %s: %s", url, _mismatch(file, verdict))
-                    continue
-                os.replace(tmp, target)
+                    except _transport.WriteFailed as exc:
+                        raise self._cannot_write(target, exc.error) from exc.error
+                    except OSError as exc:
+                        raise self._cannot_write(target, exc) from exc
+                verdict = verify(tmp, file, _decoded_limit(self.spec, role))
+                if verdict.ok:
+                    os.replace(tmp, target)
+                    self.manifest.record(
+                        target, sha256=verdict.sha256, content_sha256=verdict.content_sha256, url=url
+                    )
+                    self.manifest.save()
+                    return True
             finally:
                 tmp.unlink(missing_ok=True)
-            self.manifest.record(
-                target, sha256=verdict.sha256, content_sha256=verdict.content_sha256, url=url
-            )
-            self.manifest.save()
-            return
-        self._give_up(file, target, urls, failures, refused)
+            log.warning("refused %s: %s", url, mismatch(file, verdict))
+            if not (resumed and resume):
+                return mismatch(file, verdict)
+            log.info("%s was resumed and is not the official file: fetching it again from byte 0", url)
+            resume = False
 
-    def _give_up(self, file, target, urls, failures, refused):
-        if refused:
-            others = f" Other mirrors: {'; '.join(failures)}." if failures else ""
-            raise ChecksumError(
-                f"{file.name}: refused what the mirrors sent, which is not the official file "
-                f"(the bad bytes were deleted): {'; '.join(refused)}.{others}"
-            )
-        if self.offline:
-            error = self._not_found([file.name])
-            raise DatasetNotFoundError(f"{error} The file:// mirrors failed: {'; '.join(failures) or 'none'}.")
-        if not urls:
-            raise DownloadError(f"{file.name}: no URL to download it from; put it in {target.parent}")
-        raise DownloadError(
-            f"{file.name}: could not download it from any mirror: {'; '.join(failures)}. Set "
-            f"{ENV_MIRROR} to a mirror that has {self.spec.dir_name}/{file.name}, or put the file "
-            f"in {target.parent}."
+    def _cannot_write(self, target: Path, error: OSError) -> CacheDirError:
+        return CacheDirError(
+            f"cannot write {target.name} in the fastidx cache directory {target.parent}: "
+            f"{error.strerror or error}; free some space, or choose another directory with "
+            f"cache_dir= or the {ENV_HOME} environment variable"
         )
 
-    def _transfer(self, url: str, out, file: registry.FileSpec) -> None:
-        """Write the body at ``url`` into ``out``, retrying and resuming; raises _MirrorFailed."""
-        if _is_file_url(url):
-            return self._transfer_file(url, out, file)
-        base = _env_seconds(ENV_RETRY_BASE, RETRY_BASE)
-        timeout = _env_seconds(ENV_TIMEOUT, TIMEOUT) or None
-        failures = attempts = 0
-        validator = None
-        while True:
-            attempts += 1
-            try:
-                self._attempt(url, out, file, timeout, validator)
-                return
-            except _Retry as problem:
-                validator = problem.validator or validator
-                # Failures in a row count; an attempt that brought new bytes starts the count again.
-                failures = 1 if problem.progressed else failures + 1
-                if failures >= MAX_FAILURES or attempts >= MAX_ATTEMPTS:
-                    raise _MirrorFailed(f"gave up after {attempts} attempts; last: {problem}") from None
-                delay = min(MAX_BACKOFF, base * 2 ** (failures - 1))
-                delay = max(delay / 2 + random.uniform(0, delay / 2), problem.retry_after)
-                log.info("%s: %s; retrying in %.2f s", url, problem, delay)
-                time.sleep(delay)
+    # -- what went wrong, in one line
 
-    def _attempt(self, url: str, out, file: registry.FileSpec, timeout, validator) -> None:
-        """One request for the bytes ``out`` lacks (a Range request when it has some)."""
-        offset = out.seek(0, os.SEEK_END)
-        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"})
-        if offset:
-            request.add_header("Range", f"bytes={offset}-")
-            if validator:  # resume only if the file is still the same one
-                request.add_header("If-Range", validator)
-        try:
-            response = self._open(request, timeout)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                if exc.code == 416 and offset:
-                    out.seek(0)
-                    out.truncate()
-                    raise _Retry("the server refused to resume (416); starting again") from None
-                if exc.code in _RETRY_STATUS:
-                    raise _Retry(f"HTTP {exc.code} {exc.reason}", retry_after=_retry_after(exc.headers)) from None
-                raise _MirrorFailed(f"HTTP {exc.code} {exc.reason}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise _classify(exc) from None
-        with response:
-            start = 0
-            if response.status == 206 and offset:
-                match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-                start = int(match.group(1)) if match else -1
-                if start != offset:
-                    out.seek(0)
-                    out.truncate()
-                    raise _Retry(f"the server resumed at byte {start}, not {offset}; starting again")
-            elif response.status == 200:
-                if offset:
-                    log.info("%s ignored the Range request; starting again", url)
-                    out.seek(0)
-                    out.truncate()
-                validator = _validator(response.headers)
-            else:
-                raise _MirrorFailed(f"unexpected HTTP status {response.status}")
-            length = _int_or_none(response.headers.get("Content-Length"))
-            end = start + length if length is not None else None
-            cap = _size_cap(file)
-            if end is not None and end > cap:
-                raise _MirrorFailed(f"announced {end} bytes, far more than the file's size")
-            bar = _Progress(file.name, end or file.size, self.progress, start)
-            try:
-                _copy(response, out, cap, bar)
-            except (OSError, http.client.HTTPException) as exc:
-                problem = _classify(exc)
-                if isinstance(problem, _Retry):
-                    problem.progressed, problem.validator = bar.done > start, validator
-                raise problem from None
-            finally:
-                bar.close()
-            if end is not None and out.tell() < end:
-                raise _Retry(f"connection closed after {out.tell()} of {end} bytes", progressed=bar.done > start,
-                             validator=validator)
+    def _failure(self, roles: list[str]) -> DownloadError:
+        """One exception for everything that could not be had: every missing file, the reason per
+        mirror, and the fixes."""
+        spec = self.spec
+        names = [spec.files[role].name for role in roles]
+        keys = names + ([spec.archive.name] if spec.archive is not None else [])
+        details = [f"{url or n}: {why}" for n in keys for url, why in self.failures.get(n, []) + self.refused.get(n, [])]
+        for line in details:
+            log.info("%s", line)
+        per_host: dict[str, str] = {}
+        for n in keys:
+            for url, why in self.failures.get(n, []):
+                per_host.setdefault(_host(url) or "no mirror", why)
+        refused = [(n, url, why) for n in keys for url, why in self.refused.get(n, [])]
+        fix = (
+            f"Fix: a mirror that has {spec.dir_name}/<file> (mirrors=, --mirror or {ENV_MIRROR}), "
+            f"or the files in {self.dir}, or load_data(path=<directory with the files>)."
+        )
+        if refused:
+            name, url, why = refused[0]
+            more = f" (and {len(refused) - 1} more refused)" if len(refused) > 1 else ""
+            error = ChecksumError(
+                f"{spec.name}: refused {name} from {url}: not the official file ({why}); the bytes "
+                f"were deleted{more}. {fix}"
+            )
+        elif self.offline:
+            error = self._not_found(names)
+        else:
+            reasons = "; ".join(f"{host}: {why}" for host, why in per_host.items())
+            plural = "file" if len(names) == 1 else "files"
+            error = DownloadError(
+                f"{spec.name}: could not download {len(names)} {plural} ({', '.join(names)}): {reasons}. {fix}"
+            )
+        error.missing = names
+        error.details = details
+        return error
 
-    def _transfer_file(self, url: str, out, file: registry.FileSpec) -> None:
-        path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
-        out.seek(0)
-        out.truncate()
-        try:
-            with open(path, "rb") as src:
-                bar = _Progress(file.name, os.fstat(src.fileno()).st_size, self.progress)
-                try:
-                    _copy(src, out, _size_cap(file), bar)
-                finally:
-                    bar.close()
-        except OSError as exc:
-            raise _MirrorFailed(f"{exc.strerror or exc}") from None
-
-    def _open(self, request, timeout):
-        if self._opener is None:
-            # Built per fetch so that proxy environment variables are read now, not at first use.
-            self._opener = urllib.request.build_opener()
-        return self._opener.open(request, timeout=timeout)
+    def _not_found(self, names: list[str]) -> DatasetNotFoundError:
+        spec = self.spec
+        listed = ", ".join(names)
+        if spec.archive is not None and names == [spec.archive.name]:
+            listed += f" (the archive {', '.join(f.name for f in spec.files.values())} come out of)"
+        plural = "file is" if len(names) == 1 else "files are"
+        error = DatasetNotFoundError(
+            f"{spec.name}: {len(names)} {plural} not available locally and offline mode is on "
+            f"({self.offline_how}): {listed}. Fix: put them in {self.dir}, or set {ENV_MIRROR} to "
+            f"a mirror that has {spec.dir_name}/<file> (a directory or file:// mirror works offline), "
+            f"or load_data(path=<directory with the files>), or turn offline mode off."
+        )
+        error.missing = names
+        return error
 
     # -- EMNIST: files inside an archive
 
@@ -890,64 +787,44 @@ class _Fetcher:
                     todo.append(role)
             if todo:
                 zip_path = self._archive_copy(zip_target)
-                for role in todo:
-                    result[role] = self._extract(zip_path, self.spec.files[role], role)
+                if zip_path is not None:
+                    for role in todo:
+                        result[role] = self._extract(zip_path, self.spec.files[role], role)
         return result
 
-    def _archive_copy(self, zip_target: Path) -> Path:
+    def _archive_copy(self, zip_target: Path) -> Path | None:
         """A verified ``gzip.zip``: cached, torchvision's, or downloaded. Caller holds its lock."""
         archive = self.spec.archive
         if zip_target.is_file():
             if self._check(zip_target, archive, None):
                 return zip_target
-            verdict_text = "it does not match the official archive"
             zip_target.unlink()
             self.manifest.forget(zip_target)
-            warn_cache(f"cached file {zip_target} is damaged ({verdict_text}); deleted it, it will be fetched again")
-        for candidate in self._elsewhere(archive.name):
+            warn_cache(f"cached file {zip_target} is damaged (it does not match the official archive); "
+                       f"deleted it, it will be fetched again")
+        for candidate in _elsewhere(self.spec, archive.name):
             if self._check(candidate, archive, None):
                 return candidate
-        self._download(archive, zip_target, None)
-        return zip_target
+        return zip_target if self._download(archive, zip_target, None) else None
 
     def _extract(self, zip_path: Path, file: registry.FileSpec, role: str) -> Path:
+        from ._archive import extract
+        from ._verify import mismatch, verify
+
         target = self.dir / file.name
         _remove_partials(target)
+        tmp, digest = extract(zip_path, file.name, target)
         try:
-            with zipfile.ZipFile(zip_path) as archive:
-                member = next(
-                    (i for i in archive.infolist() if i.filename == file.name or i.filename.endswith("/" + file.name)),
-                    None,
-                )
-                if member is None:
-                    raise DatasetNotFoundError(f"{zip_path} has no member {file.name}")
-                fd, tmp = new_temp(target, ".part")
-                try:
-                    digest = hashlib.sha256()
-                    with open(fd, "wb") as out, archive.open(member) as src:
-                        written = 0
-                        while chunk := src.read(1 << 20):
-                            written += len(chunk)
-                            if written > member.file_size:  # the CRC check would come too late
-                                raise zipfile.BadZipFile(f"{member.filename} is larger than declared")
-                            digest.update(chunk)
-                            out.write(chunk)
-                        out.flush()
-                        os.fsync(out.fileno())
-                    if file.sha256 is not None or file.content_sha256 is not None:
-                        verdict = _verify(tmp, file, self._decoded_limit(role))
-                        if not verdict.ok:
-                            raise ChecksumError(
-                                f"{file.name} from {zip_path}: {_mismatch(file, verdict)}; the bad bytes were deleted"
-                            )
-                    os.replace(tmp, target)
-                finally:
-                    tmp.unlink(missing_ok=True)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise ChecksumError(f"{zip_path} is damaged ({exc}); could not extract {file.name}") from exc
-        self.manifest.record(
-            target, sha256=digest.hexdigest(), archive_sha256=self.spec.archive.sha256, archive=zip_path.name
-        )
+            if file.sha256 is not None or file.content_sha256 is not None:
+                verdict = verify(tmp, file, _decoded_limit(self.spec, role))
+                if not verdict.ok:
+                    raise ChecksumError(
+                        f"{file.name} from {zip_path}: {mismatch(file, verdict)}; the bad bytes were deleted"
+                    )
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.manifest.record(target, sha256=digest, archive_sha256=self.spec.archive.sha256, archive=zip_path.name)
         self.manifest.save()
         return target
 
@@ -956,13 +833,15 @@ class _Fetcher:
     @contextlib.contextmanager
     def _locked(self, target: Path, what: str):
         """Hold ``target``'s lock; say once what we wait for, give up if its holder stalls."""
+        from ._lock import FileLock
+
         lock = FileLock(lock_path(target))
         try:
             if not lock.acquire(timeout=LOCK_NOTICE_AFTER):
                 message = f"fastidx: waiting for another process {what} (lock {lock_path(target)})"
                 log.info(message)
                 print(message, file=sys.stderr, flush=True)
-                limit = _env_seconds(ENV_LOCK_TIMEOUT, LOCK_TIMEOUT)
+                limit = _env_seconds(ENV_LOCK_TIMEOUT, LOCK_TIMEOUT, allow_zero=True)
                 seen, since = _activity(target), time.monotonic()
                 while not lock.acquire(timeout=min(1.0, max(limit, 0.05))):
                     now = _activity(target)
@@ -989,9 +868,30 @@ _OTHER_TOOLS = {
 }
 
 
+def _elsewhere(spec, name: str) -> list[Path]:
+    """Where Keras and torchvision would keep this file (existing files only)."""
+    places = []
+    keras_sub, torch_sub = _OTHER_TOOLS.get(spec.dir_name, (None, None))
+    if keras_sub:
+        places.append(_keras_datasets() / keras_sub / name)
+    torch_root = os.environ.get(ENV_TORCHVISION_ROOT)
+    if torch_sub and torch_root:
+        places.append(Path(torch_root).expanduser() / torch_sub / "raw" / name)
+    places = [Path(os.path.abspath(place)) for place in places]
+    return [place for place in places if place.is_file() and str(place) not in _DISTRUSTED]
+
+
 def _keras_datasets() -> Path:
     home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
     return Path(home).expanduser() / "datasets"
+
+
+def _host(url: str) -> str:
+    if not url:
+        return ""
+    from ._transport import host_of
+
+    return host_of(url)
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -1002,9 +902,13 @@ def _inside(path: Path, root: Path) -> bool:
     return True
 
 
+def _partials(target: Path) -> list[Path]:
+    return list(target.parent.glob(f".{target.name}.*.part"))
+
+
 def _remove_partials(target: Path) -> None:
     """Temporary files of ``target`` left by a killed process. Caller holds the lock."""
-    for leftover in target.parent.glob(f".{target.name}.*.part"):
+    for leftover in _partials(target):
         with contextlib.suppress(OSError):
             leftover.unlink()
 
@@ -1012,22 +916,8 @@ def _remove_partials(target: Path) -> None:
 def _activity(target: Path):
     """Changes while the process holding ``target``'s lock is making progress."""
     state = []
-    for path in [target, *target.parent.glob(f".{target.name}.*.part")]:
+    for path in [target, *_partials(target)]:
         with contextlib.suppress(OSError):
             st = path.stat()
             state.append((path.name, st.st_size, st.st_mtime_ns))
     return sorted(state)
-
-
-def _validator(headers) -> str | None:
-    etag = headers.get("ETag")
-    if etag and not etag.startswith("W/"):
-        return etag
-    return headers.get("Last-Modified")
-
-
-def _int_or_none(text) -> int | None:
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return None

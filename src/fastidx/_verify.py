@@ -1,0 +1,106 @@
+"""Is a file the official one? Its SHA-256, else the SHA-256 of what fastidx's own decoder reads.
+
+One definition of a valid file: the decoded content is what :class:`fastidx._idx.IDXReader` (the
+decoder every load uses) produces, with its checks — gzip header and its CRC, every member's
+CRC-32 and length, the IDX header, no trailing data. A file Python's ``gzip`` module would accept
+but the loader would refuse (a bad header CRC, reserved flag bits) is therefore refused here too,
+instead of being downloaded again on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import _idx
+from ._errors import IDXError
+
+_BLOCK = 1 << 20
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    size: int
+    sha256: str
+    content_sha256: str | None = None
+    how: str = ""
+    problem: str = ""
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def content_sha256(path: Path, limit: int) -> tuple[str | None, str]:
+    """SHA-256 of the decoded IDX bytes (header and payload as stored), or ``(None, problem)``.
+
+    Nothing is decoded when the header declares more than ``limit`` bytes (no gzip bomb).
+    """
+    try:
+        with _idx.IDXReader(path) as reader:
+            header = reader.header
+            total = header.nbytes + header.payload_bytes
+            if total > limit:
+                return None, f"it decodes to more than {limit} bytes ({total} declared)"
+            digest = hashlib.sha256()
+            code = _idx._CODE_OF[header.dtype]
+            digest.update(struct.pack(f">HBB{len(header.shape)}I", 0, code, len(header.shape), *header.shape))
+            stored = header.dtype.newbyteorder(">")
+            per = max(1, _BLOCK // header.dtype.itemsize)
+            count = int(np.prod(header.shape, dtype=object))
+            block = np.empty(min(per, count), header.dtype)
+            for start in range(0, count, per):
+                part = block[: min(per, count - start)]
+                reader.decode_into(part)  # native byte order
+                digest.update(part.astype(stored, copy=False).tobytes() if stored != part.dtype else part)
+            reader.finish()
+    except IDXError as exc:
+        return None, f"fastidx cannot read it ({exc.reason})"
+    except OSError as exc:
+        return None, f"it cannot be read ({exc.strerror or exc})"
+    return digest.hexdigest(), ""
+
+
+def verify(path: Path, spec, decoded_limit: int) -> Verdict:
+    """Whether ``path`` is the official file ``spec``: by its own hash, else by its decoded content's."""
+    size = path.stat().st_size
+    sha = sha256_file(path)
+    verdict = Verdict(False, size, sha)
+    if spec.sha256 is None and spec.content_sha256 is None:
+        verdict.ok, verdict.how = True, "unverified (no hash known)"
+        return verdict
+    if spec.sha256 is not None and sha == spec.sha256:
+        verdict.ok, verdict.how = True, "sha256"
+        return verdict
+    if spec.content_sha256 is not None:
+        content, problem = content_sha256(path, decoded_limit)
+        verdict.content_sha256 = content
+        if content == spec.content_sha256:
+            verdict.ok, verdict.how = True, "content_sha256"
+            return verdict
+        verdict.problem = problem or f"its decoded content has SHA-256 {_short(content)}"
+    return verdict
+
+
+def _short(digest: str | None) -> str:
+    return f"{digest[:16]}…" if digest else "?"
+
+
+def expectation(spec) -> str:
+    if spec.sha256:
+        return f"SHA-256 {_short(spec.sha256)}" + (f" ({spec.size} bytes)" if spec.size is not None else "")
+    if spec.content_sha256:
+        return f"decoded SHA-256 {_short(spec.content_sha256)}"
+    return "the official file"
+
+
+def mismatch(spec, verdict: Verdict) -> str:
+    """One short clause: what was expected, what came (hashes abbreviated to 16 hex digits)."""
+    text = f"expected {expectation(spec)}, got SHA-256 {_short(verdict.sha256)} ({verdict.size} bytes)"
+    return text + (f"; {verdict.problem}" if verdict.problem else "")

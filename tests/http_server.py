@@ -49,6 +49,10 @@ class Fault:
     rate: float | None = None  # throttle the body to this many bytes per second
     flip_bit: int | None = None  # flip this bit of the content (always)
     ignore_range: bool = False  # answer 200 with the whole body to Range requests
+    retry_after: str | None = None  # Retry-After header of the `status` answers
+    trickle: float | None = None  # send the body one byte every `trickle` seconds...
+    trickle_times: int = 0  # ...for the first N bodies
+    corrupt_ranges: bool = False  # flip the first byte of every 206 (resumed) body
 
 
 @dataclass
@@ -165,7 +169,7 @@ def _make_handler(server: FaultyServer):
             if data is None:
                 return self._status(404, stats)
             if request_number <= fault.status_times:
-                return self._status(fault.status, stats)
+                return self._status(fault.status, stats, fault.retry_after)
 
             etag = '"%s"' % hashlib.sha256(data).hexdigest()[:16]
             start = 0
@@ -184,6 +188,8 @@ def _make_handler(server: FaultyServer):
                         stats.statuses.append(416)
                         return
             body = memoryview(data)[start:]
+            if status == 206 and fault.corrupt_ranges and len(body):
+                body = memoryview(bytes([body[0] ^ 0xFF]) + bytes(body[1:]))
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(body)))
@@ -200,6 +206,9 @@ def _make_handler(server: FaultyServer):
                 time.sleep(min(fault.stall, MAX_DELAY))
             drop_at = fault.drop_after if body_number <= fault.drop_times else None
             chunk = 16 << 10
+            trickle = fault.trickle if body_number <= fault.trickle_times else None
+            if trickle:
+                chunk = 1
             sent = 0
             began = time.monotonic()
             try:
@@ -213,6 +222,9 @@ def _make_handler(server: FaultyServer):
                     with server._lock:
                         stats.bytes_sent += end - sent
                     sent = end
+                    if trickle and time.monotonic() < deadline:
+                        self.wfile.flush()
+                        time.sleep(min(trickle, max(deadline - time.monotonic(), 0)))
                     if fault.rate and time.monotonic() < deadline:
                         ahead = sent / fault.rate - (time.monotonic() - began)
                         if ahead > 0:
@@ -222,23 +234,103 @@ def _make_handler(server: FaultyServer):
             except (BrokenPipeError, ConnectionResetError, socket.timeout):
                 pass
 
-        def _status(self, code: int, stats: PathStats):
+        def _status(self, code: int, stats: PathStats, retry_after: str | None = None):
             body = f"{code}\n".encode()
             self.send_response(code)
             self.send_header("Content-Length", str(len(body)))
+            if retry_after is not None:
+                self.send_header("Retry-After", retry_after)
             self.end_headers()
             self.wfile.write(body)
             with server._lock:
                 stats.statuses.append(code)
 
         def _drop(self, mode: str):
+            self.wfile.flush()
+            _wait_until_delivered(self.connection)
             if mode == "reset":
-                # SO_LINGER 0: close() sends RST, the client sees a connection reset.
+                # SO_LINGER 0: close() sends RST, the client sees a connection reset. An abortive
+                # close discards what is still in the send queue, so _wait_until_delivered first:
+                # the client then has exactly `drop_after` bytes, whatever the scheduling.
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 self.connection.close()
             self.close_connection = True
 
     return Handler
+
+
+def _wait_until_delivered(sock: socket.socket, timeout: float = 5.0) -> None:
+    """Wait (bounded) until the peer's kernel has acknowledged every byte sent on ``sock``."""
+    try:
+        import fcntl
+        import termios
+    except ImportError:  # pragma: no cover - not Linux/Unix
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pending = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        except OSError:
+            return
+        if pending == 0:
+            return
+        time.sleep(0.001)
+
+
+class SilentServer:
+    """A mirror that never answers: 127.0.0.1 accepts the connection, nobody ever replies (what a
+    host behind a packet-dropping firewall looks like once connected). Counts connections."""
+
+    def __init__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.05)
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            self.connections += 1
+            self._held.append(conn)  # never read, never answered, closed at teardown
+
+    def start(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+@pytest.fixture
+def silent_servers():
+    """Factory of :class:`SilentServer` s, all stopped at teardown."""
+    made: list[SilentServer] = []
+
+    def make() -> SilentServer:
+        made.append(SilentServer().start())
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for srv in made:
+            srv.stop()
 
 
 # --- fixtures -------------------------------------------------------------------------------------

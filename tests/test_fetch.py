@@ -157,7 +157,7 @@ def test_gives_up_on_a_mirror_that_keeps_failing(fetch_env, server):
         _fetch.fetch(local_spec(), mirrors=server.url)
     assert not isinstance(info.value, ChecksumError)
     message = str(info.value)
-    assert "train-labels-idx1-ubyte.gz" in message and server.url.split("//")[1] in message
+    assert "train-labels-idx1-ubyte.gz" in message and server.url in message
     assert "503" in message and "FASTIDX_MIRROR" in message
     assert server.get(TRAIN_LABELS).requests == _transport.MAX_FAILURES
     assert not (fetch_env / "mnist" / "train-labels-idx1-ubyte.gz").exists()

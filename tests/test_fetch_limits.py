@@ -12,7 +12,11 @@ import dataclasses
 import gzip
 import hashlib
 import json
+import logging
+import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -94,8 +98,12 @@ def test_fastidx_timeout_must_be_a_positive_finite_number(fetch_env, server, tmp
 # --- item 4: mirrors that never answer, Retry-After ----------------------------------------------------
 
 
+def notices(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "fastidx._fetch" and r.levelno >= logging.WARNING]
+
+
 def test_a_mirror_that_never_answers_is_skipped_after_one_try(
-    fetch_env, server, tmp_path, silent_servers, fast_limits, capfd
+    fetch_env, server, tmp_path, silent_servers, fast_limits, caplog
 ):
     silent = silent_servers()
     spec = kmnist(tmp_path, server)
@@ -103,13 +111,38 @@ def test_a_mirror_that_never_answers_is_skipped_after_one_try(
     assert set(files) == set(registry.ROLES)
     assert silent.connections == 1  # tried for the first file, skipped for the other three
     assert server.total_requests() == 4
-    err = capfd.readouterr().err.splitlines()
-    host = silent.url.split("//")[1]
-    assert err == [f"fastidx: {host}: no answer within 0.5 s; trying {server.url.split('//')[1]}"]
+    assert notices(caplog) == [f"fastidx: {silent.url}: no answer within 0.5 s; trying {server.url}"]
+
+
+CHILD = """
+import sys
+from fastidx import _fetch
+from test_fetch import small_dataset
+from pathlib import Path
+spec = small_dataset("kmnist", Path(sys.argv[1]))
+try:
+    _fetch.fetch(spec, mirrors=sys.argv[2:])
+except Exception as exc:
+    print(type(exc).__name__)
+"""
+
+
+def test_without_logging_configured_the_notice_is_one_line_on_stderr(
+    fetch_env, server, tmp_path, silent_servers, fast_limits
+):
+    silent = silent_servers()
+    kmnist(tmp_path, server)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "files" / "kmnist"), silent.url, server.url],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    assert child.stdout == "" and child.returncode == 0
+    assert child.stderr.splitlines() == [f"fastidx: {silent.url}: no answer within 0.5 s; trying {server.url}"]
 
 
 def test_mirrors_behind_a_dropping_firewall_fail_fast_in_one_message(
-    fetch_env, tmp_path, silent_servers, fast_limits, capfd
+    fetch_env, tmp_path, silent_servers, fast_limits, caplog
 ):
     mirrors = [silent_servers() for _ in range(3)]
     spec = small_dataset("kmnist", tmp_path / "unused")
@@ -122,8 +155,8 @@ def test_mirrors_behind_a_dropping_firewall_fail_fast_in_one_message(
         assert file.name in message
     assert info.value.missing == [f.name for f in spec.files.values()]
     for m in mirrors:
-        assert f"{m.url.split('//')[1]}: no answer within 0.5 s" in message
-    assert len(capfd.readouterr().err.splitlines()) == 2  # one line per mirror left behind
+        assert f"{m.url}: no answer within 0.5 s" in message
+    assert len(notices(caplog)) == 2  # one line per mirror left behind
 
 
 def test_a_long_retry_after_sends_the_download_to_the_next_mirror(fetch_env, server, tmp_path):
@@ -224,6 +257,7 @@ def test_offline_a_damaged_file_is_moved_aside_with_advice(fetch_env, server, tm
     aside = victim.with_name(victim.name + ".damaged")
     assert aside.read_bytes() == damaged and not victim.exists()
     (warning,) = warned
+    assert warning.filename == __file__  # points at the caller's line, not inside fastidx
     text = str(warning.message)
     assert str(victim) in text and aside.name in text and "offline" in text
     assert "will be fetched again" not in text

@@ -703,7 +703,7 @@ class _Fetcher:
                     return True
             finally:
                 tmp.unlink(missing_ok=True)
-            log.warning("refused %s: %s", url, mismatch(file, verdict))
+            log.info("refused %s: %s", url, mismatch(file, verdict))
             if not (resumed and resume):
                 return mismatch(file, verdict)
             log.info("%s was resumed and is not the official file: fetching it again from byte 0", url)

@@ -91,8 +91,9 @@ class OutOfTime(Exception):
 
 
 def host_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: how messages name a mirror."""
     parts = urllib.parse.urlsplit(url)
-    return parts.netloc or f"{parts.scheme}://"
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class Session:
@@ -110,12 +111,13 @@ class Session:
         return self.limits.deadline - time.monotonic()
 
     def say(self, key, message: str) -> None:
-        """``fastidx: <message>`` on stderr, once per ``key``."""
+        """``fastidx: <message>``, once per ``key``, as a WARNING record of the ``fastidx._fetch``
+        logger: on stderr when logging is not configured (Python's last-resort handler), wherever
+        the application sends warnings otherwise (the command line holds them until it is done)."""
         if key in self._told:
             return
         self._told.add(key)
-        log.info(message)
-        print(f"fastidx: {message}", file=sys.stderr, flush=True)
+        log.warning("fastidx: %s", message)
 
     def open(self, request, timeout: float):
         if self._opener is None:

@@ -22,7 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastidx import _fetch, _transport, _verify, registry
+from fastidx import _fetch, registry
+from fastidx._fetch import transport as _transport
+from fastidx._fetch import verify as _verify
 from fastidx._errors import (
     CacheDirError,
     CacheWarning,
@@ -259,8 +261,8 @@ WARM_CHILD = """
 import json, sys
 from fastidx import _fetch
 files = _fetch.fetch(sys.argv[1], mirrors=sys.argv[2])
-heavy = ["fastidx._verify", "fastidx._transport", "fastidx._lock", "fastidx._archive", "urllib.request",
-         "http.client", "zipfile", "filelock"]
+heavy = ["fastidx._fetch.fetcher", "fastidx._fetch.verify", "fastidx._fetch.transport", "fastidx._lock",
+         "fastidx._fetch.archive", "urllib.request", "http.client", "zipfile", "filelock"]
 print(json.dumps({"files": {r: str(p) for r, p in files.items()}, "loaded": [m for m in heavy if m in sys.modules]}))
 """
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from fastidx import _fetch, _transport, registry
+from fastidx import _fetch, registry
+from fastidx._fetch import transport as _transport
 from fastidx._errors import CacheWarning, ChecksumError, DatasetNotFoundError, DownloadError
 from http_server import (  # noqa: F401 (fixtures)
     MNIST_DIR,

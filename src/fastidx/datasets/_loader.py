@@ -477,7 +477,7 @@ class Dataset:
             # forget it and fetch it again, once.
             from .. import _fetch
 
-            _fetch.discard(file)
+            _fetch.discard(file, cache_dir=options.get("cache_dir"))
             file = next(p for p in refetch().values() if p.name == file.name)
             return _cache.load_array(file, **options)
 

@@ -8,8 +8,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from ._atomic import new_temp
-from ._errors import ChecksumError, DatasetNotFoundError
+from .._atomic import new_temp
+from .._errors import ChecksumError, DatasetNotFoundError
 
 
 def extract(zip_path: Path, name: str, target: Path) -> tuple[Path, str]:

@@ -346,16 +346,20 @@ def size_cap(spec) -> int:
 
 
 class Progress:
-    """A one-line progress display on stderr, redrawn at most 5 times a second."""
+    """Progress on stderr: a tqdm bar when tqdm is installed, else one line redrawn at most 5 times
+    a second. ``done`` counts the bytes so far either way."""
 
     def __init__(self, label: str, total: int | None, enabled: bool, done: int = 0):
         self.label, self.total, self.enabled, self.done = label, total, enabled, done
         self._last = 0.0
         self._start = time.monotonic()
+        self._bar = _tqdm(label, total, done) if enabled else None
 
     def update(self, n: int) -> None:
         self.done += n
-        if self.enabled and time.monotonic() - self._last >= 0.2:
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self.enabled and time.monotonic() - self._last >= 0.2:
             self._draw()
 
     def _draw(self) -> None:
@@ -370,7 +374,18 @@ class Progress:
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
             self._draw()
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+def _tqdm(label: str, total: int | None, done: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=done, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                file=sys.stderr, leave=True, dynamic_ncols=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _idx
-from ._errors import IDXError
+from .. import _idx
+from .._errors import IDXError
 
 _BLOCK = 1 << 20
 

@@ -118,8 +118,8 @@ class Manifest:
         """Merge this call's changes into the file; best effort (a failure costs a re-hash later)."""
         if not self._changes:
             return
-        from ._atomic import atomic_write
-        from ._lock import held
+        from .._atomic import atomic_write
+        from .._lock import held
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ _BLOCK = 1 << 20
 class Verdict:
     ok: bool
     size: int
-    sha256: str
+    sha256: str | None  # None when the file was accepted on its content and never hashed whole
     content_sha256: str | None = None
     how: str = ""
     problem: str = ""
@@ -70,12 +70,13 @@ def content_sha256(path: Path, limit: int) -> tuple[str | None, str]:
 def verify(path: Path, spec, decoded_limit: int) -> Verdict:
     """Whether ``path`` is the official file ``spec``: by its own hash, else by its decoded content's."""
     size = path.stat().st_size
-    sha = sha256_file(path)
-    verdict = Verdict(False, size, sha)
+    # A file of another size than the official one cannot have its hash: not hashed unless refused.
+    maybe_official = spec.sha256 is not None and (spec.size is None or size == spec.size)
+    verdict = Verdict(False, size, sha256_file(path) if maybe_official or spec.content_sha256 is None else None)
     if spec.sha256 is None and spec.content_sha256 is None:
         verdict.ok, verdict.how = True, "unverified (no hash known)"
         return verdict
-    if spec.sha256 is not None and sha == spec.sha256:
+    if maybe_official and verdict.sha256 == spec.sha256:
         verdict.ok, verdict.how = True, "sha256"
         return verdict
     if spec.content_sha256 is not None:
@@ -85,6 +86,8 @@ def verify(path: Path, spec, decoded_limit: int) -> Verdict:
             verdict.ok, verdict.how = True, "content_sha256"
             return verdict
         verdict.problem = problem or f"its decoded content has SHA-256 {_short(content)}"
+    if verdict.sha256 is None:
+        verdict.sha256 = sha256_file(path)  # for the message
     return verdict
 
 

@@ -402,10 +402,11 @@ _pools: dict = {}
 
 
 def _threads() -> int:
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, min(os.cpu_count() or 1, 8))
+    """Decode threads: the process's CPU budget (affinity, OMP_NUM_THREADS, cgroup quota, Ray's
+    per-trial CPUs; see ``_cpus``), at most 8."""
+    from ._cpus import budget
+
+    return min(budget(), 8)
 
 
 def _pool(name: str, workers: int) -> ThreadPoolExecutor:

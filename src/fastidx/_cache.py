@@ -90,9 +90,10 @@ class CorruptEntry(Exception):
 
 
 def decoded_dir(cache_dir=None) -> Path:
+    from ._cluster import node_local  # never on NFS & co: locks there cannot be trusted
     from ._paths import cache_root
 
-    return cache_root(cache_dir) / "decoded"
+    return node_local(cache_root(cache_dir) / "decoded", "its decoded cache")
 
 
 def entry_name(digest: str, variant: str) -> str:

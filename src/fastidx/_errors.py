@@ -81,6 +81,11 @@ class CacheWarning(UserWarning):
     """A cached file was damaged or unusable: it was removed (or set aside) and will be fetched again."""
 
 
+class ClusterWarning(UserWarning):
+    """fastidx runs on a cluster in a way that costs downloads or copies: a Ray worker without
+    ``FASTIDX_HOME``, a cache directory on a network file system (moved to node-local storage)."""
+
+
 class MemoryLimitError(FastIDXError, MemoryError, ValueError):
     """The requested arrays would exceed ``max_memory``; raised before anything is allocated."""
 

@@ -13,14 +13,16 @@ ENV_HOME = "FASTIDX_HOME"
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache directory: ``cache_dir`` if given, else ``$FASTIDX_HOME``, else the platform's user
     cache directory (``~/.cache/fastidx`` on Linux). Read at call time, never at import."""
+    from ._cluster import default_home, resolve  # relative paths: once, against a stable dir
+
     if cache_dir is not None:
-        return Path(cache_dir).expanduser()
+        return resolve(Path(cache_dir).expanduser())
     env = os.environ.get(ENV_HOME)
     if env:
-        return Path(env).expanduser()
+        return resolve(Path(env).expanduser())
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("fastidx", appauthor=False))
+    return default_home(Path(platformdirs.user_cache_dir("fastidx", appauthor=False)), ENV_HOME)
 
 
 def writable_dir(path: Path) -> Path:

@@ -30,7 +30,9 @@ def identity(st: os.stat_result) -> dict:
 
 def lock_path(target: Path) -> Path:
     """The lock file that guards ``target`` (and its temporary files)."""
-    return target.with_name(f".{target.name}.lock")
+    from .._cluster import node_local  # never on NFS & co: locks there cannot be trusted
+
+    return node_local(target.parent, "its download locks") / f".{target.name}.lock"
 
 
 class Manifest:

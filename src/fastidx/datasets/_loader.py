@@ -216,7 +216,9 @@ class Dataset:
         text = os.fsdecode(os.fspath(path))
         if self.spec.keras_npz is not None and _is_bare_npz_name(text):
             return self._keras_cache_file(text, cache_dir, mirrors, progress)
-        path = Path(text).expanduser()
+        from .._cluster import resolve  # against a stable directory (Tune chdirs trials)
+
+        path = resolve(Path(text).expanduser())
         if path.is_dir():
             found = find_in_directory(path, self.spec, roles)
             self._check_headers(found)

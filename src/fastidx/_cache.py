@@ -474,7 +474,9 @@ class Frames:
             state = self._states[threading.get_ident()] = [zstandard.ZstdDecompressor(),
                                                            np.empty(0, np.uint8)]
         if state[1].shape[0] < nbytes:
-            state[1] = np.empty(nbytes, np.uint8)
+            # Its own anonymous mapping, not malloc: unmapped when dropped, where a malloc'd
+            # buffer would stay in its thread's arena for the life of the process.
+            state[1] = np.frombuffer(_mmap.mmap(-1, nbytes), np.uint8)
         return state[0], state[1]
 
     def close(self):
@@ -529,8 +531,14 @@ class Frames:
             if len(todo) == 1:
                 work(first)
                 return
-            for future in [_pool("decode", _threads()).submit(work, i) for i in todo]:
-                future.result()
+            # A pool per load, not per process: its threads' stacks and malloc arenas (about
+            # 2 MiB) go when the load is done instead of staying in every trial of a search.
+            pool = ThreadPoolExecutor(min(_threads(), len(todo)), thread_name_prefix="fastidx-decode")
+            try:
+                for future in [pool.submit(work, i) for i in todo]:
+                    future.result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
         finally:
             self._states = {}  # the pool's threads keep nothing of this load
 

@@ -161,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("compare_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
                    help="after '--': options for bench/compare.py (see 'python bench/compare.py --help')")
 
+    p = command("serve", "serve:run", "serve the cache's verified dataset files read-only over HTTP, as a "
+                "mirror for machines without internet",
+                "fastidx serve --bind 0.0.0.0 --port 8000   # then on each node: "
+                "FASTIDX_MIRROR=http://<this host>:8000", [cache_dir])
+    p.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
+                   help="the address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, metavar="PORT", help="default: 8000")
+    p.add_argument("--log", action="store_true", help="log each request on stderr")
+
     p = command("demo", "demo:run", "load MNIST, compare load times with plain NumPy + gzip, write a sample grid",
                 "fastidx demo\nFASTIDX_OFFLINE=1 fastidx demo --out /tmp/digits.png", [cache_dir])
     p.add_argument("--out", type=png_arg, default=Path("fastidx-demo.png"), metavar="FILE.png",

@@ -1048,6 +1048,11 @@ def markdown_report(doc) -> str:
             reasons.setdefault(r["reason"], []).append(f"{r['tool']} {r['case']}")
         for reason, which in reasons.items():
             lines.append(f"- {', '.join(which)}: {reason}")
+    if doc.get("hpo"):
+        import hpo
+
+        lines += ["", "## Hyperparameter search: N trials at once on one node (`hpo.py`)", "",
+                  hpo.markdown(doc["hpo"])]
     lines += ["", "## What each contender does", ""]
     lines += [f"- **{k}**: {v}" for k, v in doc["notes"].items()]
     return "\n".join(lines) + "\n"
@@ -1226,6 +1231,8 @@ def parse_args(argv):
     p.add_argument("--tools", help=f"comma-separated subset of {','.join(_cases.TOOLS)}")
     p.add_argument("--cases", help=f"comma-separated subset of {','.join(CASES)}")
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling runs")
+    p.add_argument("--hpo", action="store_true",
+                   help="also the hpo case (bench/hpo.py: N trials at once; always in the full run)")
     p.add_argument("--synthetic-dir", type=Path,
                    help="where the synthetic scaling data are kept between runs "
                         "(default: <tmp>/fastidx-bench-synthetic)")
@@ -1316,6 +1323,11 @@ def main(argv=None) -> int:
         print("Timing `import fastidx.datasets` after `import numpy` (fresh processes)...", flush=True)
         doc["import"] = import_runs(env, max(5, profile["repeats"]))
         doc["targets"] = targets(doc)
+        if args.hpo or (profile_name == "full" and not args.no_scaling):
+            import hpo
+
+            print("Hyperparameter search (hpo)...", flush=True)
+            doc["hpo"] = hpo.measure(data_dir, hpo.default_ns(), 3 if profile_name == "full" else 1)
         if not args.no_scaling:
             print("Scaling...", flush=True)
             rows, fits, notes = scaling_runs(args, profile, features, env, ws, data_dir)

@@ -80,7 +80,8 @@ def _prepare_here(dataset: str, options: dict) -> dict:
     }
 
 
-def prepare(dataset: str = "mnist", *, num_cpus: float = 1, **options) -> list[dict]:
+def prepare(dataset: str = "mnist", *, num_cpus: float = 1, timeout: float | None = 1800,
+            **options) -> list[dict]:
     """Download and decode ``dataset`` once on every alive node of the Ray cluster, in parallel.
 
     Runs one task pinned to each alive node that calls ``load_data(mmap=True, **options)`` there,
@@ -90,8 +91,11 @@ def prepare(dataset: str = "mnist", *, num_cpus: float = 1, **options) -> list[d
     ``dtype``, ``mean``, ``std``, ``cache_dir``, ``mirrors``...). No array leaves the nodes.
 
     Returns one record per node: ``node`` id, ``host``, ``cache`` directory, ``seconds``,
-    ``shapes``. An error on any node is raised here. Without Ray, ``fastidx download`` followed by
-    one ``load_data(mmap=True, ...)`` does the same for one machine.
+    ``shapes``. An error on any node is raised here; so is Ray's ``GetTimeoutError`` when the
+    nodes are not all done within ``timeout`` seconds (default 30 minutes; each node's downloads
+    and lock waits have their own bounds, see ``FASTIDX_TIMEOUT`` and ``FASTIDX_LOCK_TIMEOUT``).
+    Without Ray, ``fastidx download`` followed by one ``load_data(mmap=True, ...)`` does the same
+    for one machine.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -108,4 +112,4 @@ def prepare(dataset: str = "mnist", *, num_cpus: float = 1, **options) -> list[d
         for node in ray.nodes()
         if node.get("Alive")
     ]
-    return ray.get(refs)
+    return ray.get(refs, timeout=timeout)

@@ -116,8 +116,20 @@ def ray() -> int | None:
     return max(1, math.ceil(cpus - 1e-9)) if cpus else None
 
 
+_cgroup_of: dict[int, int | None] = {}
+
+
+def _cgroup_cached() -> int | None:
+    # A process's cgroup quota is set when its container or unit starts: read it once per process.
+    pid = os.getpid()
+    if pid not in _cgroup_of:
+        _cgroup_of[pid] = cgroup()
+    return _cgroup_of[pid]
+
+
 def budget() -> int:
-    """The CPUs this process may use: the smallest of the sources above, at least 1."""
-    sources = [affinity(), omp(), cgroup(), ray()]
+    """The CPUs this process may use: the smallest of the sources above, at least 1 (the cgroup
+    quota is read once per process, the others at each call)."""
+    sources = [affinity(), omp(), _cgroup_cached(), ray()]
     known = [n for n in sources if n]
     return max(1, min(known)) if known else max(1, os.cpu_count() or 1)

@@ -126,7 +126,7 @@ def test_the_command_binds_the_address_given_and_stops_on_ctrl_c(head_cache):
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            rest = proc.communicate(timeout=60)[1]
+            rest = proc.communicate(timeout=120)[1]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()

@@ -557,3 +557,15 @@ def test_the_command_line_uses_the_public_api_only():
         for private in (r"\b_fetch\b", r"\b_cache\b", r"\._dataset\b", r"parents\[", r"\b_png\b"):
             assert not re.search(private, text), f"cli/{name} uses {private}"
         assert len(text.splitlines()) < 300, name
+
+
+def test_a_verdict_needs_the_fastest_runs_and_the_medians_to_agree():
+    from fastidx.cli.timing import Row
+
+    # The fastest runs say 2x faster, the medians say slower: noise, no verdict.
+    assert Row("x", [1.0, 1.0, 5.0, 5.0, 5.0], [2.0] * 5).verdict() == "no clear difference"
+    # One disturbed run does not hide a real difference, either way.
+    assert Row("x", [1.0, 1.1, 1.2, 1.0, 9.0], [2.0, 2.1, 2.2, 2.0, 2.5]).verdict() == " 2.0x faster"
+    assert Row("x", [2.0, 2.0, 2.1, 2.0, 2.2], [1.0, 1.05, 9.0, 1.0, 1.0]).verdict() == " 2.0x slower"
+    # Within 10%: no verdict.
+    assert Row("x", [1.0, 1.05, 1.02, 1.0, 1.0], [1.05, 1.0, 1.03, 1.08, 1.0]).verdict() == "no clear difference"

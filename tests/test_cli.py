@@ -154,7 +154,8 @@ def test_no_command_prints_help_and_fails():
         (["show", "mnist", "--out", "g.png", "--n", "100000"], ["--n", "100,000", "at most 1,024"]),
         (["show", "mnist", "--out", "g.png", "--split", "validation"], ["--split"]),
         (["download", "mnist", "--mirror", "ftp://example.org/"], ["ftp://example.org/"]),
-        (["cache", "prune"], ["prune"]),
+        (["cache", "prune", "--max-size", "12XB"], ["--max-size", "12XB", "500MB"]),
+        (["cache", "shrink"], ["shrink"]),
         (["frobnicate"], ["frobnicate"]),
     ],
 )
@@ -510,7 +511,7 @@ def test_cache_list_tells_conversions_of_one_file_apart(fetch_env):
     listing = run("cache", "list")
     assert listing.returncode == 0, listing.stderr
     rows = [line.split(None, 2)[2] for line in listing.stdout.splitlines()
-            if "t10k-images" in line and " raw " in line]
+            if "t10k-images" in line and "(raw," in line]
     assert len(rows) == 2 and rows[0] != rows[1], listing.stdout
 
 
@@ -569,3 +570,31 @@ def test_a_verdict_needs_the_fastest_runs_and_the_medians_to_agree():
     assert Row("x", [2.0, 2.0, 2.1, 2.0, 2.2], [1.0, 1.05, 9.0, 1.0, 1.0]).verdict() == " 2.0x slower"
     # Within 10%: no verdict.
     assert Row("x", [1.0, 1.05, 1.02, 1.0, 1.0], [1.05, 1.0, 1.03, 1.08, 1.0]).verdict() == "no clear difference"
+
+
+def test_cache_prune_to_a_size(fetch_env):
+    for options in ({"normalize": True}, {}):
+        fastidx.datasets.mnist.load_data(path=SAMPLE_DIR, mmap=True, cache_dir=fetch_env, **options)
+    before = fastidx.cache.list_entries(cache_dir=fetch_env)
+    assert sum(e.size_on_disk for e in before) > 4_000_000
+    result = run("cache", "prune", "--max-size", "1MB")
+    assert result.returncode == 0, result.stderr
+    after = fastidx.cache.list_entries(cache_dir=fetch_env)
+    removed = {e.path for e in before} - {e.path for e in after}
+    assert f"pruned {len(removed)} cache entries" in result.stdout
+    assert sum(e.size_on_disk for e in after) <= 1_000_000
+    # Uncompressed files go first: every compressed entry is still there.
+    assert {e.path for e in before if e.kind == "frames"} <= {e.path for e in after}
+    assert all("removed" in line for line in result.stdout.splitlines()[:len(removed)])
+    assert "pruned 0 cache entries" in run("cache", "prune", "--max-size", "1MB").stdout
+
+
+def test_held_library_messages_get_one_prefix():
+    import logging
+
+    from fastidx.cli._common import _Held
+
+    held = _Held()
+    for message in ("fastidx: a mirror is slow", "a cache entry was rebuilt"):
+        held.emit(logging.LogRecord("fastidx._fetch", logging.WARNING, __file__, 1, message, None, None))
+    assert held.lines == ["fastidx: a mirror is slow", "fastidx: a cache entry was rebuilt"]

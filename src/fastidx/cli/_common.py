@@ -57,7 +57,8 @@ class _Held(logging.Handler):
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"fastidx: {record.getMessage()}")
+        message = record.getMessage()
+        self.lines.append(message if message.startswith("fastidx: ") else f"fastidx: {message}")
 
     def warn(self, message, category, filename, lineno, file=None, line=None) -> None:
         self.lines.append(f"fastidx: warning: {message}")

@@ -1,4 +1,4 @@
-"""``fastidx cache list | verify | clear``: the decoded-array cache (:mod:`fastidx.cache`) and, for
+"""``fastidx cache list | verify | clear | prune``: the decoded-array cache (:mod:`fastidx.cache`) and, for
 ``list`` and ``clear``'s report, the downloaded files beside it (which loads verify whenever they
 use them, and which ``clear`` never deletes)."""
 
@@ -42,13 +42,6 @@ def download_dirs(root: Path, dataset: str | None) -> list[tuple[str, Path, int,
     return rows
 
 
-def conversion_text(entry) -> str:
-    """What distinguishes entries of one source: the values they hold (a raw file per conversion)."""
-    if entry.kind == "frames" or entry.conversion in (None, "native"):
-        return "values as stored"
-    return f"converted values (conversion {entry.conversion})"
-
-
 def run_list(args) -> int:
     root = cache_root(args.cache_dir)
     entries = entries_of(args.cache_dir, args.dataset)
@@ -66,8 +59,8 @@ def run_list(args) -> int:
                   f"{plural(len(group), 'entry', 'entries')}")
             for e in group:
                 shape = "x".join(map(str, e.shape))
-                print(f"    {human_size(e.size_on_disk):>9}  {e.source_name:<32} {e.kind:<6} {e.variant:<7} "
-                      f"{shape} {e.dtype}  {conversion_text(e)}")
+                print(f"    {human_size(e.size_on_disk):>9}  {e.source_name:<32} {shape} {e.dtype}  "
+                      f"({e.description})")
     if downloads:
         print(f"downloaded files in {root}:")
         for label, directory, size, count in downloads:
@@ -119,4 +112,16 @@ def run_clear(args) -> int:
         places = ", ".join(str(row[1]) for row in downloads)
         print(f"kept the downloaded files ({human_size(kept)} in {places}); delete them by hand if you want "
               f"the space back (they will be downloaded again when needed)")
+    return EXIT_OK
+
+
+def run_prune(args) -> int:
+    result = cache.prune(max_size=args.max_size, cache_dir=args.cache_dir)
+    directory = cache.info(cache_dir=args.cache_dir).directory
+    budget = "no limit" if result.max_size is None else human_size(result.max_size)
+    for entry in result.removed:
+        print(f"  removed {human_size(entry.size_on_disk):>9}  {entry.source_name} ({entry.description})")
+    print(f"pruned {entries_text(len(result.removed))} ({human_size(result.bytes)}) from {directory}: the "
+          f"decoded arrays now take {human_size(result.remaining_bytes)} (budget: {budget}); downloaded "
+          f"files are never pruned")
     return EXIT_OK

@@ -59,6 +59,17 @@ def show_count_arg(text: str) -> int:
     return value
 
 
+def size_arg(text: str) -> str:
+    """A size ``fastidx.cache.prune`` accepts (checked now, for a usage error); passed on as given."""
+    from ..cache import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def png_arg(text: str) -> Path:
     if not text.lower().endswith(".png"):
         raise argparse.ArgumentTypeError(f"the picture is written as PNG: give a file name ending in .png, not {text!r}")
@@ -66,15 +77,10 @@ def png_arg(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    known = ", ".join(registry.DATASETS)
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's default must not overwrite `fastidx --debug <command>`.
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks and debug logging")
-    cache_dir = argparse.ArgumentParser(add_help=False)
-    cache_dir.add_argument("--cache-dir", metavar="DIR",
-                           help="the cache directory (default: $FASTIDX_HOME, else the user cache directory)")
-
     parser = Parser(
         prog="fastidx",
         description="Fast, safe loading of IDX datasets (MNIST, Fashion-MNIST, KMNIST, EMNIST).",
@@ -82,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
             first run:
               fastidx demo                  loads MNIST (or the sample shipped inside fastidx)
 
-            datasets: {known}
+            datasets: {KNOWN}
             environment: FASTIDX_HOME (cache directory), FASTIDX_MIRROR (base URLs tried first),
                          FASTIDX_OFFLINE=1 (never use the network)
             'fastidx COMMAND --help' shows each command's options and an example."""),
@@ -90,36 +96,61 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands = Commands(parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser), common)
+    for add in (add_download, add_info, add_show, add_cache, add_bench, add_serve, add_demo):
+        add(commands)
+    return parser
 
-    def command(name, run, help, example, parents=()):
-        sub = commands.add_parser(
+
+KNOWN = ", ".join(registry.DATASETS)
+
+
+class Commands:
+    """Adds a command (or a ``cache`` action) with its help, example and the shared options."""
+
+    def __init__(self, subparsers, common):
+        self.subparsers, self.common = subparsers, common
+        self.cache_dir = argparse.ArgumentParser(add_help=False)
+        self.cache_dir.add_argument(
+            "--cache-dir", metavar="DIR",
+            help="the cache directory (default: $FASTIDX_HOME, else the user cache directory)")
+
+    def add(self, name, run, help, example, *, cache_dir=True, subparsers=None):
+        sub = (subparsers or self.subparsers).add_parser(
             name, help=help, description=help[0].upper() + help[1:] + ".",
             epilog="example:\n  " + "\n  ".join(example.splitlines()),
-            formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common, *parents],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[self.common, *([self.cache_dir] if cache_dir else [])],
         )
         sub.set_defaults(run=run)
         return sub
 
-    p = command("download", "download:run", "fetch datasets into the cache and verify them",
-                "fastidx download mnist fashion_mnist\n"
-                "fastidx download mnist --mirror http://mirror.example/datasets   "
-                "# files at <URL>/mnist/<file>", [cache_dir])
-    p.add_argument("datasets", nargs="+", type=dataset_arg, metavar="DATASET", help=f"one of: {known}")
+
+def add_download(commands: Commands) -> None:
+    p = commands.add("download", "download:run", "fetch datasets into the cache and verify them",
+                     "fastidx download mnist fashion_mnist\n"
+                     "fastidx download mnist --mirror http://mirror.example/datasets   "
+                     "# files at <URL>/mnist/<file>")
+    p.add_argument("datasets", nargs="+", type=dataset_arg, metavar="DATASET", help=f"one of: {KNOWN}")
     p.add_argument("--mirror", action="append", type=mirror_arg, metavar="URL",
                    help="a base URL (or directory) tried before $FASTIDX_MIRROR and the official "
                         "mirrors; repeatable")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown on a terminal)")
 
-    p = command("info", "info:run", "describe a dataset: files, hashes, cache state, shapes, class names",
-                "fastidx info fashion_mnist\nfastidx info mnist --path ~/data/mnist", [cache_dir])
-    p.add_argument("dataset", type=dataset_arg, metavar="DATASET", help=f"one of: {known}")
-    p.add_argument("--path", metavar="DIR", help="describe the files in DIR (or a Keras .npz) instead of the cache")
 
-    p = command("show", "show:run", "write a grid of sample images with their class names as PNG",
-                "fastidx show mnist --out digits.png\n"
-                "fastidx show fashion_mnist --split test --n 25 --seed 1 --out fashion.png", [cache_dir])
-    p.add_argument("dataset", type=dataset_arg, metavar="DATASET", help=f"one of: {known}")
+def add_info(commands: Commands) -> None:
+    p = commands.add("info", "info:run", "describe a dataset: files, hashes, cache state, shapes, class names",
+                     "fastidx info fashion_mnist\nfastidx info mnist --path ~/data/mnist")
+    p.add_argument("dataset", type=dataset_arg, metavar="DATASET", help=f"one of: {KNOWN}")
+    p.add_argument("--path", metavar="DIR",
+                   help="describe the files in DIR (or a Keras .npz) instead of the cache, decoding each")
+
+
+def add_show(commands: Commands) -> None:
+    p = commands.add("show", "show:run", "write a grid of sample images with their class names as PNG",
+                     "fastidx show mnist --out digits.png\n"
+                     "fastidx show fashion_mnist --split test --n 25 --seed 1 --out fashion.png")
+    p.add_argument("dataset", type=dataset_arg, metavar="DATASET", help=f"one of: {KNOWN}")
     p.add_argument("--out", required=True, type=png_arg, metavar="FILE.png", help="where to write the picture")
     p.add_argument("--path", metavar="DIR",
                    help="read the files from DIR (or a Keras .npz); default: the cache, and for mnist "
@@ -131,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show a random sample drawn with this seed (default: the first N images)")
     p.add_argument("--download", action="store_true", help="download the dataset if it is not cached")
 
-    p = command("cache", None, "list, verify or clear what the cache holds",
-                "fastidx cache list\nfastidx cache verify\nfastidx cache clear fashion_mnist --yes")
+
+def add_cache(commands: Commands) -> None:
+    p = commands.add("cache", None, "list, verify, clear or prune what the cache holds",
+                     "fastidx cache list\nfastidx cache verify\nfastidx cache clear fashion_mnist --yes\n"
+                     "fastidx cache prune --max-size 500MB", cache_dir=False)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
     for name, run, help, example in (
         ("list", "cache:run_list", "list the decoded arrays and downloaded files in the cache, with their sizes",
@@ -143,38 +177,47 @@ def build_parser() -> argparse.ArgumentParser:
         ("clear", "cache:run_clear", "delete the decoded arrays (all, or one dataset's); downloaded files are kept",
          "fastidx cache clear kmnist --yes"),
     ):
-        a = actions.add_parser(
-            name, help=help, description=help[0].upper() + help[1:] + ".", epilog=f"example:\n  {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common, cache_dir],
-        )
-        a.set_defaults(run=run)
+        a = commands.add(name, run, help, example, subparsers=actions)
         a.add_argument("dataset", nargs="?", type=dataset_arg, metavar="DATASET",
                        help="only this dataset (default: everything)")
         if name == "clear":
             a.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    a = commands.add("prune", "cache:run_prune",
+                     "remove the least recently used decoded arrays (uncompressed files first) until the cache "
+                     "fits its size budget; downloaded files are never pruned",
+                     "fastidx cache prune --max-size 500MB", subparsers=actions)
+    a.add_argument("--max-size", type=size_arg, metavar="SIZE",
+                   help="the budget: bytes, or 500MB, 1.5GiB, unlimited (default: $FASTIDX_CACHE_MAX_SIZE, "
+                        "else the cache directory's setting, else 2 GiB)")
 
-    p = command("bench", "bench:run", "time fastidx against plain NumPy + gzip (and tf.keras, with the [bench] extras)",
-                "fastidx bench --quick", [cache_dir])
+
+def add_bench(commands: Commands) -> None:
+    p = commands.add("bench", "bench:run",
+                     "time fastidx against plain NumPy + gzip (and tf.keras, with the [bench] extras)",
+                     "fastidx bench --quick")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--fastidx-only", action="store_true",
                    help="the built-in timing only, even when bench/compare.py is there")
     p.add_argument("compare_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
                    help="after '--': options for bench/compare.py (see 'python bench/compare.py --help')")
 
-    p = command("serve", "serve:run", "serve the cache's verified dataset files read-only over HTTP, as a "
-                "mirror for machines without internet",
-                "fastidx serve --bind 0.0.0.0 --port 8000   # then on each node: "
-                "FASTIDX_MIRROR=http://<this host>:8000", [cache_dir])
+
+def add_serve(commands: Commands) -> None:
+    p = commands.add("serve", "serve:run", "serve the cache's verified dataset files read-only over HTTP, as a "
+                     "mirror for machines without internet",
+                     "fastidx serve --bind 0.0.0.0 --port 8000   # then on each node: "
+                     "FASTIDX_MIRROR=http://<this host>:8000")
     p.add_argument("--bind", default="127.0.0.1", metavar="ADDRESS",
                    help="the address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, metavar="PORT", help="default: 8000")
     p.add_argument("--log", action="store_true", help="log each request on stderr")
 
-    p = command("demo", "demo:run", "load MNIST, compare load times with plain NumPy + gzip, write a sample grid",
-                "fastidx demo\nFASTIDX_OFFLINE=1 fastidx demo --out /tmp/digits.png", [cache_dir])
+
+def add_demo(commands: Commands) -> None:
+    p = commands.add("demo", "demo:run",
+                     "load MNIST, compare load times with plain NumPy + gzip, write a sample grid",
+                     "fastidx demo\nFASTIDX_OFFLINE=1 fastidx demo --out /tmp/digits.png")
     p.add_argument("--out", type=png_arg, default=Path("fastidx-demo.png"), metavar="FILE.png",
                    help="where to write the grid (default: ./fastidx-demo.png)")
     p.add_argument("--offline", action="store_true",
                    help="never use the network (like FASTIDX_OFFLINE=1): the cache, else the sample")
-    return parser
-

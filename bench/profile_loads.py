@@ -112,7 +112,7 @@ def breakdown(data: str) -> None:
 
     import numpy as np
 
-    from fastidx import _cache
+    from fastidx import _cache, _idx
     from fastidx._conversion import Conversion
     from fastidx.datasets import mnist
 

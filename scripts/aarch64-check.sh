@@ -18,7 +18,7 @@
 # - The tests: pytest runs under qemu from this checkout's tests/ against the installed wheel;
 #   subprocesses the tests start run under qemu too (a wrapper stands in for sys.executable).
 #
-#   bash scripts/aarch64-check.sh       # about 5 minutes here; not run by .ci/run (too slow)
+#   bash scripts/aarch64-check.sh       # 5 to 8 minutes here; not run by .ci/run (too slow)
 # Everything is written to a temporary directory (or $FASTIDX_AARCH64_DIR, kept), removed at the end.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"

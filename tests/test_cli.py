@@ -27,12 +27,9 @@ import pytest
 import fastidx
 from fastidx import registry
 from fastidx.datasets import SAMPLE_DIR
-from http_server import (  # noqa: F401 (fixtures)
+from http_server import (  # fixtures fetch_env, server: conftest.py
     MNIST_DIR,
-    fetch_env,
     leftovers,
-    needs_shared_data,
-    server,
     sha256_file,
 )
 

@@ -32,16 +32,14 @@ from fastidx._errors import (
     DatasetNotFoundError,
     DownloadError,
 )
-from http_server import (  # noqa: F401 (fixtures)
+from http_server import (  # fixtures fetch_env, server: conftest.py
     CANONICAL_DIR,
     MNIST_DIR,
     SHARED_DATA,
-    fetch_env,
     gunzip_sha256,
     idx_bytes,
     leftovers,
     needs_shared_data,
-    server,
     sha256_file,
 )
 

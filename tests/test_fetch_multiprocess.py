@@ -16,14 +16,12 @@ import pytest
 
 from fastidx import _fetch, registry
 from fastidx._errors import DownloadError
-from http_server import (  # noqa: F401 (fixtures)
+from http_server import (  # fixtures fetch_env, server: conftest.py
     MNIST_DIR,
     REPO,
-    fetch_env,
     gunzip_sha256,
     leftovers,
     needs_shared_data,
-    server,
 )
 
 pytestmark = [needs_shared_data, pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")]

@@ -19,7 +19,7 @@ import pytest
 
 import fastidx
 from fastidx.datasets import mnist
-from http_server import MNIST_DIR, fetch_env, leftovers, needs_shared_data, server  # noqa: F401
+from http_server import MNIST_DIR, leftovers, needs_shared_data  # fixtures fetch_env, server: conftest.py
 
 pytestmark = needs_shared_data
 

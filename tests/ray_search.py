@@ -57,9 +57,8 @@ def trial(config):
 
 
 def main(mirror: str, workdir: str, trials: int) -> None:
-    from ray import cloudpickle
     import ray
-    from ray import tune
+    from ray import cloudpickle, tune
     from ray._private import internal_api
     from ray.cluster_utils import Cluster
 

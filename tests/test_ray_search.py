@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from http_server import MNIST_DIR, needs_shared_data, server  # noqa: F401
+from http_server import MNIST_DIR, needs_shared_data
 
 pytestmark = needs_shared_data
 

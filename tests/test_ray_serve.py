@@ -13,10 +13,10 @@ import threading
 
 import numpy as np
 import pytest
+from http_server import MNIST_DIR, needs_shared_data
 
 from fastidx import serve
 from fastidx.datasets import mnist
-from http_server import MNIST_DIR, fetch_env, needs_shared_data  # noqa: F401
 
 pytestmark = needs_shared_data
 

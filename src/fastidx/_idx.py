@@ -573,16 +573,11 @@ class _Prefaulter:
 
 
 def _cpu_budget() -> int:
-    """CPUs this process may use: its affinity mask, capped by ``OMP_NUM_THREADS`` when set."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    try:
-        omp = int(os.environ.get("OMP_NUM_THREADS", "0").split(",")[0])
-    except ValueError:
-        omp = 0
-    return min(cpus, omp) if omp > 0 else cpus
+    """CPUs this process may use: affinity, ``OMP_NUM_THREADS``, cgroup quota and, in a Ray worker,
+    its assigned CPUs (one rule for every thread fastidx starts: see ``_cpus``)."""
+    from ._cpus import budget
+
+    return budget()
 
 
 def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:

@@ -60,7 +60,7 @@ echo "== no Cython at build time"
 rm -rf "$work/venv" "$work/home"
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --upgrade pip
-"$work/venv/bin/python" -m pip install --quiet setuptools wheel numpy
+"$work/venv/bin/python" -m pip install --quiet --upgrade "setuptools>=77" wheel numpy  # as pyproject.toml requires
 "$work/venv/bin/python" -m pip install -v --no-build-isolation "$work/src" >"$work/pip.log" 2>&1 ||
     { tail -40 "$work/pip.log"; echo "FAIL: pip install without Cython"; exit 1; }
 grep -q "fastidx._native is not built (Cython is not installed" "$work/pip.log" ||

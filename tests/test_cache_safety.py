@@ -222,8 +222,11 @@ def test_stale_temporary_files_are_reclaimed_by_the_next_build_of_the_entry(data
     mnist.load("train", directory, cache_dir=cache_dir, mmap=True)
     _cache.wait_for_writers()
     decoded = cache_dir / "decoded"
-    entries = sorted(p.name for p in decoded.glob("*.fidx")) + sorted(
-        p.name for p in decoded.glob("*.raw"))
+    # Temporary files are named after what they become: a raw file's name, or for frames the
+    # key of the source (its path), since a first load names the entry only once it is hashed.
+    keys = [_cache.Source(directory / name, upright=False, cache_dir=cache_dir).frames_key
+            for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")]
+    entries = keys + sorted(p.name for p in decoded.glob("*.raw"))
     leftovers = [decoded / f".{name}.{i:012x}.tmp" for name in entries for i in range(2)]
     for path in leftovers:  # what killed builders leave behind
         path.write_bytes(b"x" * 1000)
@@ -458,3 +461,28 @@ def test_a_warm_load_takes_no_lock_and_writes_nothing(data, tmp_path, monkeypatc
     assert x.tobytes() == (arrays["train-images-idx3-ubyte.gz"] / np.float32(255)).tobytes()
     assert snapshot() == before
     assert len(stats) == 2  # one stat per source file (images, labels)
+
+
+def test_the_entry_is_keyed_by_the_bytes_decoded_even_if_the_source_changes_meanwhile(
+        data, tmp_path, monkeypatch):
+    """The background writer hashes the source after the load returned: it must hash the bytes
+    that were decoded, not the file as it is by then (here rewritten with the same stat)."""
+    import threading
+
+    directory, arrays = data
+    name = directory / "train-images-idx3-ubyte.gz"
+    gate = threading.Event()
+    real = _cache._EntryWriter._name_by_content
+    monkeypatch.setattr(_cache._EntryWriter, "_name_by_content",
+                        lambda self: gate.wait(60) and real(self))
+    cache_dir = tmp_path / "c"
+    x, _ = mnist.load("train", directory, cache_dir=cache_dir)
+    frozen = _cache._identity(name)
+    new = arrays["train-images-idx3-ubyte.gz"][::-1].copy()
+    fastidx.write_idx(name, new)  # same size; its stat is made to look unchanged below
+    monkeypatch.setattr(_cache, "_identity", lambda path: frozen if path == name else
+                        [0, 0, 0, 0, 0])
+    gate.set()
+    _cache.wait_for_writers()
+    x, _ = mnist.load("train", directory, cache_dir=cache_dir)
+    assert x.tobytes() == new.tobytes()

@@ -162,18 +162,30 @@ def source_digest(path: Path, directory: Path) -> tuple[str, list[int]]:
     """SHA-256 of ``path``'s bytes and the file's identity (:func:`_identity`) when it was taken;
     a stat index in ``directory/sources`` avoids re-hashing an unchanged file."""
     digest, ident = known_digest(path, directory)
-    if digest is not None:
-        return digest, ident
+    if digest is None:
+        digest = hash_and_record(path, directory, ident)
+    return digest, ident
+
+
+def hash_and_record(path: Path, directory: Path, ident: list[int]) -> str:
+    """Hash ``path`` and remember the digest for the identity ``ident`` in the stat index."""
     hashed_ns = time.time_ns()
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
+    remember_digest(path, directory, ident, digest, hashed_ns)
+    return digest
+
+
+def remember_digest(path: Path, directory: Path, ident: list[int], digest: str,
+                    hashed_ns: int) -> None:
+    """Record in the stat index that ``path`` with identity ``ident`` had ``digest`` at
+    ``hashed_ns`` (best effort: the index only saves hashing)."""
     name, record = _record_path(path, directory)
-    with contextlib.suppress(OSError):  # CacheDirError included: the index is an optimisation
+    with contextlib.suppress(OSError):  # CacheDirError included
         own_dir(record.parent)
         with atomic_write(record, sync=False) as f:
             f.write(json.dumps({"path": name, "stat": ident, "hashed_ns": hashed_ns,
                                 "sha256": digest}).encode())
-    return digest, ident
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,6 +583,53 @@ _writers: list = []
 _registered: list = []
 
 
+class _HashingReader:
+    """The source file, hashed (SHA-256) as the decoder reads it: the entry's key is then the
+    digest of the very bytes decoded, at no extra pass over the file. Re-reads (the decoder
+    peeks at the header) are not hashed twice; :meth:`digest` is None unless every byte was
+    read in order."""
+
+    def __init__(self, path: Path):
+        self._file = open(path, "rb", buffering=0)
+        self.name = os.fspath(path)  # errors name the source
+        self.read_ns = time.time_ns()
+        self._size = os.fstat(self._file.fileno()).st_size
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+
+    def _account(self, pos: int, data, n: int) -> None:
+        if pos <= self._hashed < pos + n:
+            self._hash.update(memoryview(data)[self._hashed - pos : n])
+            self._hashed = pos + n
+
+    def readinto(self, buffer) -> int:
+        pos = self._file.tell()
+        n = self._file.readinto(buffer) or 0
+        self._account(pos, buffer, n)
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._file.tell()
+        data = self._file.read(n)
+        self._account(pos, data, len(data))
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+
+    def digest(self) -> str | None:
+        return self._hash.hexdigest() if self._hashed == self._size else None
+
+
 class _EntryWriter:
     """Compresses chunks of whole rows as independent zstd frames into a temporary file, on a
     thread of its own, then renames the file into place.
@@ -583,16 +642,19 @@ class _EntryWriter:
     so another load of the same entry waits for a whole file. Python joins the thread at exit.
     """
 
-    def __init__(self, lock, fd: int, tmp: Path, final: Path, header: _idx.Header, meta: dict):
+    def __init__(self, lock, fd: int, tmp: Path, final: Path | None, header: _idx.Header,
+                 meta: dict, source=None):
         self.lock, self.tmp, self.final = lock, tmp, final
         self.meta = meta
+        # Without ``final``: (path, identity, decoded dir, variant, the _HashingReader read)
+        self.source = source
         self.rows_per = meta["rows_per_frame"]
         self.rows = header.shape[0]
         self.chunk_bytes = (min(self.rows_per, self.rows) * math.prod(header.shape[1:])
                             * header.dtype.itemsize)
         n_frames = max(1, -(-self.rows // self.rows_per))
         # The header goes at the front once the frame sizes are known: reserve room for it.
-        blob = json.dumps(dict(meta, frames=[]), separators=(",", ":"))
+        blob = json.dumps(dict(meta, frames=[], source_sha256="0" * 64), separators=(",", ":"))
         self.data_offset = -(-(_FIXED.size + len(blob) + 80 * n_frames + 64) // 64) * 64
         self.error: str | None = None
         self.report_later = True
@@ -712,6 +774,17 @@ class _EntryWriter:
             if self.error is not None and self.report_later:
                 _failures.append(self.error)
 
+    def _name_by_content(self) -> None:
+        """The entry's key: the SHA-256 of the bytes the load decoded (see _HashingReader)."""
+        path, ident, directory, variant, reader = self.source
+        self.source = None
+        digest = reader.digest()
+        if digest is None:
+            raise AssertionError("the source was not read whole")
+        remember_digest(path, directory, ident, digest, reader.read_ns)
+        self.meta["source_sha256"] = digest
+        self.final = directory / entry_name(digest, variant)
+
     def _write_all(self) -> None:
         zc = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True, write_content_size=True)
         f, end, frames = self._file, self.data_offset, []
@@ -730,6 +803,8 @@ class _EntryWriter:
             end += len(frame)
         if self._aborted:
             return
+        if self.final is None:  # the load has read the whole source by now
+            self._name_by_content()
         if not frames:  # an array with no rows still gets its one (empty) frame
             frame = zc.compress(b"")
             f.write(frame)
@@ -938,6 +1013,12 @@ class Source:
     def entry_path(self) -> Path:
         return self.directory / entry_name(self.digest, self.variant)
 
+    @property
+    def frames_key(self) -> str:
+        """Names the build lock and temporary files of this source's frames entry: its path, so
+        that a first load need not hash the source before taking the lock."""
+        return f"{_record_path(self.path, self.directory)[1].stem}.{self.variant}.fidx"
+
     # -- damage and fallbacks: one warning each time
 
     def _discard(self, path: Path, reason) -> None:
@@ -992,12 +1073,16 @@ class Source:
 
     def load(self, make_output) -> Output:
         """Fill an output from the frames entry; on a miss, build the entry while filling it."""
+        if self._digest is None:
+            self._digest, self._identity = known_digest(self.path, self.directory)
+            if self._digest is None and not _record_path(self.path, self.directory)[1].exists():
+                return self._first_load(make_output)  # never seen: hashed by the writer
         frames = self.open_frames()
         if frames is not None:
             out = self._read(frames, make_output)
             if out is not None:
                 return out
-        lock = self._lock(self.entry_path.name)
+        lock = self._lock(self.frames_key)
         if lock is None:
             return stream_source(self.path, upright=self.upright, make_output=make_output)
         if self._damaged is None:
@@ -1009,6 +1094,17 @@ class Source:
                     return out
                 return self.load(make_output)
         return self._build(lock, make_output)
+
+    def _first_load(self, make_output) -> Output:
+        """A source the stat index does not know: build its entry under a lock named after its
+        path, the background writer hashing it to name the entry."""
+        lock = self._lock(self.frames_key)
+        if lock is None:
+            return stream_source(self.path, upright=self.upright, make_output=make_output)
+        if _record_path(self.path, self.directory)[1].exists():
+            lock.release()  # built (or being built) by another load while we waited
+            return self.load(make_output)
+        return self._build(lock, make_output, hashed=False)
 
     def _read(self, frames: Frames, make_output) -> Output | None:
         """The output filled from ``frames`` (closed), or None if a frame is damaged."""
@@ -1027,7 +1123,7 @@ class Source:
         frames = self.open_frames()
         if frames is not None:
             return frames
-        lock = self._lock(self.entry_path.name)
+        lock = self._lock(self.frames_key)
         if lock is None:
             return None
         frames = self.open_frames() if self._damaged is None else None
@@ -1038,19 +1134,21 @@ class Source:
             return self.open_frames()
         return None
 
-    def _build(self, lock: FileLock, make_output=None, *, wait=False):
+    def _build(self, lock: FileLock, make_output=None, *, wait=False, hashed=True):
         """Decode the source into a new frames entry (and the output, if asked for) while the
         caller holds ``lock``. The entry is compressed and written on a background thread that
-        owns the lock from then on (``wait``: until it is done; False if it failed)."""
+        owns the lock from then on (``wait``: until it is done; False if it failed). Unless
+        ``hashed``, the writer hashes the source and names the entry."""
         self._warn()
         writer = None
-        digest = self.digest
+        source = self.path if hashed else _HashingReader(self.path)
+        digest = self.digest if hashed else None
 
         def writer_for(header):
             nonlocal writer
-            final = self.directory / entry_name(digest, self.variant)
+            final = self.directory / entry_name(digest, self.variant) if hashed else None
             try:
-                fd, tmp = new_temp(final)
+                fd, tmp = new_temp(self.directory / self.frames_key)
             except OSError as exc:
                 if not _unwritable(exc):
                     raise
@@ -1058,12 +1156,17 @@ class Source:
                            f"({exc.strerror or exc})")
                 return None
             meta = _frames_meta(header, digest, self.variant, self.path, self.dataset)
-            writer = _EntryWriter(lock, fd, tmp, final, header, meta)
+            writer = _EntryWriter(lock, fd, tmp, final, header, meta, None if hashed else (
+                self.path, self._identity, self.directory, self.variant, source))
             return writer
 
         try:
-            out = stream_source(self.path, upright=self.upright, make_output=make_output,
-                                writer_for=writer_for)
+            try:
+                out = stream_source(source, upright=self.upright, make_output=make_output,
+                                    writer_for=writer_for)
+            finally:
+                if not hashed:
+                    source.close()
             changed = _identity(self.path) != self._identity
         except BaseException:
             writer.abort() if writer is not None else lock.release()

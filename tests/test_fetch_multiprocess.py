@@ -109,7 +109,7 @@ def test_six_processes_download_each_file_once(fetch_env, server, tmp_path):
     print(f"\n{PROCESSES} processes, {elapsed:.2f} s, per file (requests, bytes sent, size): {report}, waits {waits}")
 
 
-def test_killed_downloader_does_not_block_others(fetch_env, server, tmp_path):
+def test_killed_downloader_does_not_block_others(fetch_env, server, tmp_path, capfd):
     server.add_dir("/mnist", MNIST_DIR)
     server.fault(TRAIN_IMAGES, rate=2e6)
     victim = start_child(tmp_path, "victim", server.url, None)
@@ -124,14 +124,14 @@ def test_killed_downloader_does_not_block_others(fetch_env, server, tmp_path):
         victim.communicate()
     assert _fetch.lock_path(target).exists()  # the lock file stays; the kernel dropped the lock
     server.fault(TRAIN_IMAGES)  # full speed now
-    began = time.monotonic()
+    capfd.readouterr()
     files = _fetch.fetch(_local_mnist(), mirrors=server.url)
-    assert time.monotonic() - began < 10
+    assert "waiting for another process" not in capfd.readouterr().err  # the dead holder's lock was free
     assert gunzip_sha256(files["train_images"]) == MNIST.files["train_images"].content_sha256
     assert leftovers(target.parent) == []  # the dead process's temporary file was cleaned up
 
 
-def test_stale_lock_file_of_a_killed_holder(fetch_env, server, tmp_path):
+def test_stale_lock_file_of_a_killed_holder(fetch_env, server, tmp_path, capfd):
     server.add_dir("/mnist", MNIST_DIR)
     target = fetch_env / "mnist" / "train-labels-idx1-ubyte.gz"
     target.parent.mkdir(parents=True)
@@ -148,9 +148,9 @@ def test_stale_lock_file_of_a_killed_holder(fetch_env, server, tmp_path):
     finally:
         holder.kill()
         holder.communicate()
-    began = time.monotonic()
+    capfd.readouterr()
     _fetch.fetch(_local_mnist(), mirrors=server.url)
-    assert time.monotonic() - began < 5
+    assert "waiting for another process" not in capfd.readouterr().err  # the dead holder's lock was free
 
 
 def test_waiter_says_once_what_it_waits_for_and_gives_up_on_a_stalled_holder(

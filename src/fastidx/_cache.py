@@ -339,24 +339,31 @@ def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 class MemoryBudget:
     """One call's ``max_memory`` and the bytes that call has already taken: a refusal names the
-    limit the caller gave, not what was left of it."""
+    limit the caller gave, not what was left of it. ``origin`` says where a limit the caller did
+    not give comes from (``max_memory="auto"``, see :mod:`fastidx._memlimit`)."""
 
-    __slots__ = ("limit", "used")
+    __slots__ = ("limit", "used", "origin")
 
-    def __init__(self, limit: int, used: int = 0):
-        self.limit, self.used = limit, used
+    def __init__(self, limit: int, used: int = 0, origin: str | None = None):
+        self.limit, self.used, self.origin = limit, used, origin
 
     def after(self, nbytes: int) -> MemoryBudget:
-        return MemoryBudget(self.limit, self.used + nbytes)
+        return MemoryBudget(self.limit, self.used + nbytes, self.origin)
 
 
 def memory_budget(max_memory) -> MemoryBudget | None:
-    """``max_memory=`` checked once, where a call starts: a whole number of bytes >= 0, or None."""
-    if max_memory is None or isinstance(max_memory, MemoryBudget):
+    """``max_memory=`` checked once, where a call starts: a whole number of bytes >= 0, or
+    ``"auto"`` / None (the default): the process's memory cgroup limit, if any."""
+    if max_memory is None or (isinstance(max_memory, str) and max_memory == "auto"):
+        from . import _memlimit
+
+        return _memlimit.budget()
+    if isinstance(max_memory, MemoryBudget):
         return max_memory
     number = isinstance(max_memory, (int, float, np.integer, np.floating)) and not isinstance(max_memory, bool)
     if not number or not math.isfinite(max_memory) or max_memory < 0 or max_memory != int(max_memory):
-        raise ValueError(f"max_memory must be a whole number of bytes >= 0 (None: no limit), not {max_memory!r}")
+        raise ValueError(f"max_memory must be a whole number of bytes >= 0 or 'auto' (None: the "
+                         f"process's memory limit, if any), not {max_memory!r}")
     return MemoryBudget(int(max_memory))
 
 
@@ -364,6 +371,12 @@ def check_budget(nbytes: int, max_memory, what: str) -> None:
     budget = memory_budget(max_memory)
     if budget is not None and budget.used + nbytes > budget.limit:
         taken = f" on top of the {budget.used:,} bytes this load already holds" if budget.used else ""
+        if budget.origin is not None:
+            raise MemoryLimitError(
+                f"{what} needs {nbytes:,} bytes{taken}, more than the {budget.limit:,} "
+                f"{budget.origin}; use mmap=True (memory maps cost no private memory), "
+                f"iter_batches() or a slice (e.g. 'train[:10%]')"
+            )
         raise MemoryLimitError(
             f"{what} needs {nbytes:,} bytes{taken}, more than max_memory={budget.limit:,}; "
             f"load a slice (e.g. 'train[:10%]') or use iter_batches()"

@@ -53,12 +53,13 @@ PARAMETERS = {
     Return copy-on-write memory maps of uncompressed cache files (written on first use): a load
     costs well under a millisecond and processes share one physical copy; writes to the arrays
     stay private. Needs ``cache=True``; ``.npz`` sources are loaded normally.""",
-    "max_memory": """int, optional
+    "max_memory": """int or "auto", optional
     Refuse, with :class:`fastidx.MemoryLimitError` (a ``MemoryError`` and a ``ValueError``)
     raised before allocating, a load whose arrays would take more bytes (``load_data``: both
     splits together; ``iter_batches``: one batch plus the working buffers). Memory maps cost no
     private memory and are not counted. From an ``.npz`` the stored rows are read before they
-    are converted, so both count.""",
+    are converted, so both count. ``"auto"`` and the default ``None``: what the process's memory
+    cgroup (Linux, v1 or v2) still allows, less 4 MiB for working buffers; no limit without one.""",
     "mirrors": """str or list of str, optional
     Base URLs tried first when files must be downloaded (see the README).""",
     "progress": """bool, optional

@@ -1,0 +1,154 @@
+"""The memory this process may still take before the kernel kills it: its memory cgroup's limit.
+
+``max_memory="auto"`` (and the default, ``None``) turns this into a :class:`MemoryBudget`, so a
+load whose arrays would not fit is refused with :class:`fastidx.MemoryLimitError` instead of the
+process being killed by the OOM killer. Outside Linux, or without a limit, there is no budget.
+
+What is read, at most three small files per load (no subprocesses, no walking of ``/sys``):
+
+- ``/proc/self/cgroup`` (once per process) names this process's cgroup;
+- cgroup v1 (``/sys/fs/cgroup/memory/<path>``): ``memory.usage_in_bytes`` and ``memory.stat``,
+  whose ``hierarchical_memory_limit`` is the smallest limit of the cgroup and its ancestors;
+- cgroup v2 (``/sys/fs/cgroup/<path>``): ``memory.max`` and ``memory.current`` of the cgroup and of
+  each ancestor that has them (the tightest wins), and the cgroup's ``memory.stat``.
+
+Available = limit - usage + inactive file pages: clean page cache the kernel drops before it kills
+anyone (the "working set" rule of Kubernetes and cAdvisor). A limit of ``max`` or anything at or
+above 2**60 bytes (v1's "unlimited" is 2**63 rounded to pages) means no limit. A container that
+mounts its own cgroup at the mount point while ``/proc/self/cgroup`` names a path from the host
+(Docker without a cgroup namespace) is handled by falling back to the mount point itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+#: At or above this, a limit is "no limit" (v1 reports 9223372036854771712 for unlimited).
+UNLIMITED = 1 << 60
+
+_located: dict = {}
+
+
+def _read(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(1 << 16).decode("ascii", "replace")
+    except OSError:
+        return None
+
+
+def _number(text: str | None) -> int | None:
+    """A byte count from a cgroup file: None for absent, unreadable, ``max`` or huge."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text.isdigit():
+        return None  # "max", "-1", empty
+    value = int(text)
+    return value if value < UNLIMITED else None
+
+
+def _stat(text: str | None, key: str) -> int:
+    for line in (text or "").splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def _locate(root: Path):
+    """``(version, cgroup directory, cgroup mount)`` of this process's memory cgroup, or None."""
+    text = _read(root / "proc/self/cgroup")
+    if text is None:
+        return None
+    v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, controllers, path = parts
+        if "memory" in controllers.split(","):
+            mount = root / "sys/fs/cgroup/memory"
+            for where in (mount / path.lstrip("/"), mount):
+                if (where / "memory.usage_in_bytes").is_file():
+                    return 1, where, mount
+        elif hid == "0" and controllers == "":
+            v2 = path
+    if v2 is not None:
+        mount = root / "sys/fs/cgroup"
+        for where in (mount / v2.lstrip("/"), mount):
+            if (where / "memory.current").is_file() or (where / "memory.max").is_file():
+                return 2, where, mount
+    return None
+
+
+#: The file system root the cgroup files are read under; tests point it at a fake tree.
+_ROOT = "/"
+
+
+def available(_root=None) -> tuple[int, int] | None:
+    """``(bytes still available, the limit)`` under this process's memory cgroup, or None when
+    there is no limit (or no way to know one). ``_root`` replaces ``/`` (tests)."""
+    root = _ROOT if _root is None else _root
+    if root == "/":
+        if not sys.platform.startswith("linux"):
+            return None
+        # Where the cgroup is does not change; what it holds does, so only the place is kept.
+        key = os.getpid()
+        if key not in _located:
+            _located.clear()
+            _located[key] = _locate(Path("/"))
+        found = _located[key]
+    else:
+        found = _locate(Path(root))
+    if found is None:
+        return None
+    version, where, mount = found
+    if version == 1:
+        stat = _read(where / "memory.stat")
+        limit = _number(str(_stat(stat, "hierarchical_memory_limit") or "")
+                        or _read(where / "memory.limit_in_bytes"))
+        usage = _number(_read(where / "memory.usage_in_bytes"))
+        if limit is None or usage is None:
+            return None
+        free = limit - usage + _stat(stat, "total_inactive_file")
+        return max(free, 0), limit
+    best = None
+    level = where
+    while True:
+        limit = _number(_read(level / "memory.max"))
+        if limit is not None:
+            usage = _number(_read(level / "memory.current")) or 0
+            if level == where:
+                usage -= _stat(_read(level / "memory.stat"), "inactive_file")
+            if best is None or limit - usage < best[0]:
+                best = (limit - usage, limit)
+        if level == mount or mount not in level.parents:
+            break
+        level = level.parent
+    if best is None:
+        return None
+    return max(best[0], 0), best[1]
+
+
+#: What a load needs besides its arrays, kept free by ``max_memory="auto"``: the frame buffers of
+#: a first load (two of about 1 MiB), a decoding thread's staging buffer, zstd contexts, and the
+#: page cache a build dirties before the kernel writes it back.
+WORKING_BYTES = 4 << 20
+
+
+def budget(_root=None):
+    """The :class:`~fastidx._cache.MemoryBudget` of ``max_memory="auto"``, or None (no limit)."""
+    from ._cache import MemoryBudget
+
+    found = available(_root)
+    if found is None:
+        return None
+    free, limit = found
+    return MemoryBudget(
+        max(free - WORKING_BYTES, 0), 0,
+        f"bytes this process can still take under its memory limit of {limit:,} bytes "
+        f"({limit / 2**20:.0f} MiB, memory cgroup) with {WORKING_BYTES >> 20} MiB kept for working buffers",
+    )

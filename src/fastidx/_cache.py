@@ -1314,8 +1314,17 @@ def payload_problem(fd: int, header: Header) -> str | None:
     return None
 
 
+#: Bytes converted and written at a time when a raw file is built: a first ``mmap=True`` load
+#: holds no buffer bigger than this (plus the decoded frame) whatever the target dtype.
+RAW_PIECE_BYTES = 1 << 17
+
+
 def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str, options=None) -> None:
-    """Write the rows of ``frames`` uncompressed (converted through ``table``) to the file ``f``."""
+    """Write the rows of ``frames`` uncompressed (converted through ``table``) to the file ``f``.
+
+    One frame is decoded at a time and converted in pieces of :data:`RAW_PIECE_BYTES` into one
+    reused buffer, so the memory a build takes does not grow with the target dtype.
+    """
     header = frames.header
     meta = dict(header.meta)
     for key in ("frames", "rows_per_frame", "codec"):
@@ -1324,22 +1333,27 @@ def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str, optio
     if options is not None:
         meta["options"] = options
     crc = 0
-    staging = None
+    stored = header.dtype
+    step = max(1, RAW_PIECE_BYTES // max(target.itemsize, 1))  # items per piece
+    staging = None if table is None and target == stored else np.empty(step, target)
     f.seek(_RAW_ALIGN)
     for i in range(len(frames.table)):
         chunk = frames.decode(i)
-        if table is not None:
-            if staging is None or staging.shape[0] < chunk.shape[0]:
-                staging = np.empty(chunk.shape[0], target)
-            converted = staging[: chunk.shape[0]]
-            _idx.map_uint8(chunk, table, converted)
+        if staging is None:
+            crc = zlib.crc32(chunk, crc)
+            f.write(memoryview(chunk))
+            continue
+        items = chunk.view(stored)
+        for a in range(0, items.shape[0], step):
+            piece = items[a : a + step]
+            converted = staging[: piece.shape[0]]
+            if table is not None:
+                _idx.map_uint8(piece, table, converted)
+            else:
+                np.copyto(converted, piece, casting="unsafe")
             data = converted.view(np.uint8)
-        elif target != header.dtype:
-            data = chunk.view(header.dtype).astype(target).view(np.uint8)
-        else:
-            data = chunk
-        crc = zlib.crc32(data, crc)
-        f.write(memoryview(data))
+            crc = zlib.crc32(data, crc)
+            f.write(memoryview(data))
     meta["payload_crc32"] = crc
     f.seek(0)
     f.write(encode_header(KIND_RAW, meta, _RAW_ALIGN))

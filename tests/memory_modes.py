@@ -29,7 +29,7 @@ P = dict(path={mnist!r}, cache_dir={cache!r})
 #: a first load: it builds the cache entries it reads (the test gives each run an empty cache).
 MODES = {
     "load test": "add(*mnist.load('test', **P))",
-    "load train[:5%] normalize": "add(*mnist.load('train[:5%]', normalize=True, **P))",
+    "load train[:3%] normalize": "add(*mnist.load('train[:3%]', normalize=True, **P))",
     "mmap uint8": "(a, b), (c, d) = mnist.load_data(mmap=True, **P); add(a, b, c, d)",
     "mmap normalize": "(a, b), (c, d) = mnist.load_data(mmap=True, normalize=True, **P); add(a, b, c, d)",
     "mmap float64 NHWC": ("(a, b), (c, d) = mnist.load_data(mmap=True, dtype='float64', "

@@ -588,8 +588,20 @@ def _transpose_rows(chunk: np.ndarray, shape, dst: np.ndarray) -> np.ndarray:
     return dst[: chunk.shape[0]]
 
 
-#: Decoded bytes that may wait for the background writer before the decoding waits for it.
+#: Decoded bytes that may wait for the background writer before the decoding waits for it
+#: (less under a memory limit: see :func:`_backlog`).
 _BACKLOG = 64 << 20
+
+
+def _backlog(chunk_bytes: int) -> int:
+    """:data:`_BACKLOG`, or under a memory cgroup an eighth of what it still allows (at least two
+    chunks): a first load in a 32 MiB container must not queue more than it can hold."""
+    from . import _memlimit
+
+    found = _memlimit.available()
+    if found is None:
+        return _BACKLOG
+    return min(_BACKLOG, max(2 * chunk_bytes, found[0] // 8))
 #: Cache-writing failures of background writers, reported (once each) by the next load.
 _failures: list[str] = []
 _writers: list = []
@@ -669,6 +681,7 @@ class _EntryWriter:
         # The header goes at the front once the frame sizes are known: reserve room for it.
         blob = json.dumps(dict(meta, frames=[], source_sha256="0" * 64), separators=(",", ":"))
         self.data_offset = -(-(_FIXED.size + len(blob) + 80 * n_frames + 64) // 64) * 64
+        self.backlog = _backlog(self.chunk_bytes)
         self.error: str | None = None
         self.report_later = True
         self._file = os.fdopen(fd, "wb")
@@ -690,7 +703,7 @@ class _EntryWriter:
     def buffer(self) -> np.ndarray:
         """A buffer for one chunk of rows (recycled once its frame is written)."""
         with self._cv:
-            while self._pending > _BACKLOG and self._thread.is_alive():
+            while self._pending > self.backlog and self._thread.is_alive():
                 self._cv.wait(0.1)
             if self._free:
                 return self._free.pop()
@@ -708,8 +721,15 @@ class _EntryWriter:
             self._free.append(base)
 
     def close(self) -> None:
-        """No more chunks: copy those the caller still owns, let the thread finish on its own."""
+        """No more chunks: copy those the caller still owns, let the thread finish on its own.
+
+        Under a memory limit (a smaller backlog) there may be no room for the copies: then wait
+        until the thread has compressed the caller's chunks (bounded: it only compresses them)."""
         with self._cv:
+            while self.backlog < _BACKLOG and self._thread.is_alive() and (
+                    any(not item[1] for item in self._queue)
+                    or (self._busy is not None and not self._busy[1])):
+                self._cv.wait(0.1)
             for item in self._queue:
                 if not item[1]:
                     item[0], item[1] = item[0].copy(), True
@@ -778,6 +798,7 @@ class _EntryWriter:
             with self._cv:
                 self._aborted = self._aborted or self.error is not None
                 self._queue.clear()
+                self._free.clear()  # a finished writer (kept in _writers) holds no buffers
                 self._cv.notify_all()
             self._file.close()
             if self._aborted:

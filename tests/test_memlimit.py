@@ -144,3 +144,20 @@ def test_a_real_cgroup_limit_is_read():
     free, limit = json.loads(outcome.stdout)
     assert limit == 64 * MiB
     assert 0 < free < 64 * MiB
+
+
+def test_dirty_pages_are_bounded_only_under_a_limit(tmp_path, monkeypatch):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    v1(tmp_path / "root", limit=32 * MiB, usage=16 * MiB)
+    monkeypatch.setattr(_memlimit, "_ROOT", str(tmp_path / "root"))
+    with open(tmp_path / "limited", "wb") as f:
+        bound = _memlimit.DirtyBound(f)
+        assert bound.window == 2 * MiB  # an eighth of the 16 MiB still allowed
+        for _ in range(5):
+            f.write(data)
+            bound.wrote(len(data))
+        assert bound.pending == MiB  # synced after 2 and 4 MiB
+    assert (tmp_path / "limited").read_bytes() == data * 5
+    monkeypatch.setattr(_memlimit, "_ROOT", str(tmp_path / "nothing"))
+    with open(tmp_path / "free", "wb") as f:
+        assert _memlimit.DirtyBound(f).window is None

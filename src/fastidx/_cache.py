@@ -805,6 +805,9 @@ class _EntryWriter:
                 with contextlib.suppress(OSError):
                     os.unlink(self.tmp)
             self.lock.release()
+            from ._memlimit import release_free_memory
+
+            release_free_memory()
             if self.error is not None and self.report_later:
                 _failures.append(self.error)
 
@@ -820,8 +823,11 @@ class _EntryWriter:
         self.final = directory / entry_name(digest, variant)
 
     def _write_all(self) -> None:
+        from ._memlimit import DirtyBound
+
         zc = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True, write_content_size=True)
         f, end, frames = self._file, self.data_offset, []
+        bound = DirtyBound(f)
         f.seek(end)
         while (item := self._next()) is not None:
             keep = False
@@ -833,6 +839,7 @@ class _EntryWriter:
             if not keep:
                 continue
             f.write(frame)
+            bound.wrote(len(frame))
             frames.append([end, len(frame), decoded, int.from_bytes(frame[-4:], "little")])
             end += len(frame)
         if self._aborted:
@@ -1273,6 +1280,9 @@ class Source:
             return None
         finally:
             frames.close()
+            from ._memlimit import release_free_memory
+
+            release_free_memory()
         return opened
 
 
@@ -1357,12 +1367,16 @@ def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str, optio
     stored = header.dtype
     step = max(1, RAW_PIECE_BYTES // max(target.itemsize, 1))  # items per piece
     staging = None if table is None and target == stored else np.empty(step, target)
+    from ._memlimit import DirtyBound
+
+    bound = DirtyBound(f)
     f.seek(_RAW_ALIGN)
     for i in range(len(frames.table)):
         chunk = frames.decode(i)
         if staging is None:
             crc = zlib.crc32(chunk, crc)
             f.write(memoryview(chunk))
+            bound.wrote(chunk.nbytes)
             continue
         items = chunk.view(stored)
         for a in range(0, items.shape[0], step):
@@ -1375,6 +1389,7 @@ def write_raw(f, frames: Frames, target: np.dtype, table, conversion: str, optio
             data = converted.view(np.uint8)
             crc = zlib.crc32(data, crc)
             f.write(memoryview(data))
+            bound.wrote(data.nbytes)
     meta["payload_crc32"] = crc
     f.seek(0)
     f.write(encode_header(KIND_RAW, meta, _RAW_ALIGN))

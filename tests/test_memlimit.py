@@ -4,6 +4,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from fastidx import _memlimit
@@ -161,3 +162,27 @@ def test_dirty_pages_are_bounded_only_under_a_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(_memlimit, "_ROOT", str(tmp_path / "nothing"))
     with open(tmp_path / "free", "wb") as f:
         assert _memlimit.DirtyBound(f).window is None
+
+
+@pytest.mark.parametrize("options", [dict(dtype="float64"), dict(normalize=True),
+                                     dict(mean=0.1307, std=0.3081)])
+def test_a_memory_map_is_built_through_small_buffers(tmp_path, options):
+    # The uncompressed file of a conversion is written in pieces of RAW_PIECE_BYTES: building
+    # the float64 map of the 784,000-byte sample takes one decoded frame and a 128 KiB buffer,
+    # not a converted frame (6.3 MB in float64; 37.6 MB for a 1 MiB frame of a 32 MiB machine).
+    import tracemalloc
+
+    from fastidx import _cache
+
+    mnist.load("train", path=SAMPLE_DIR, cache_dir=tmp_path)  # the frames entry
+    _cache.wait_for_writers()
+    tracemalloc.start()
+    try:
+        x, _ = mnist.load("train", path=SAMPLE_DIR, cache_dir=tmp_path, mmap=True, **options)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert x.shape == (1000, 28, 28) and x.dtype.kind == "f"
+    assert peak < 784_000 + 2 * _cache.RAW_PIECE_BYTES, peak
+    (reference, _), _ = mnist.load_data(path=SAMPLE_DIR, cache=False, **options)
+    assert np.array_equal(x, reference)

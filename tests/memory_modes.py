@@ -64,8 +64,9 @@ REFUSED = {
 #: Whole splits in memory: 32 MiB or more, measured by scripts/memory_floor.py only.
 IN_MEMORY = {
     "load test": "add(*mnist.load('test', **P))",
-    "load_data uint8": "(a, b), (c, d) = mnist.load_data(**P); add(a, b, c, d)",
-    "load_data normalize": "(a, b), (c, d) = mnist.load_data(normalize=True, **P); add(a, b, c, d)",
+    "load_data uint8 in memory": "(a, b), (c, d) = mnist.load_data(**P); add(a, b, c, d)",
+    "load_data normalize in memory": ("(a, b), (c, d) = mnist.load_data(normalize=True, **P); "
+                                      "add(a, b, c, d)"),
 }
 
 #: Keras's way (``keras.datasets.mnist`` + the usual normalisation), the control.

@@ -355,7 +355,9 @@ def fetch_env(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTIDX_HOME", str(cache))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
     monkeypatch.setenv("FASTIDX_RETRY_BASE", "0.01")
-    monkeypatch.setenv("FASTIDX_TIMEOUT", "5")
+    # A whole download may take this long: generous, so a loaded machine never fails a test that is
+    # not about deadlines (those set their own, smaller limits).
+    monkeypatch.setenv("FASTIDX_TIMEOUT", "120")
     for name in ("FASTIDX_MIRROR", "FASTIDX_OFFLINE", "FASTIDX_TORCHVISION_ROOT", "FASTIDX_LOCK_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     dead_proxy = "http://127.0.0.1:9"

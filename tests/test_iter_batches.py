@@ -9,25 +9,13 @@ import fastidx
 from fastidx import _cache
 from fastidx.cache import MemoryLimitError
 from fastidx.datasets import emnist, kmnist, mnist
+from numbered import numbered_images, row_ids
 
 N = 257  # rows: batch sizes rarely divide it
 
 
 def _images(n):
-    """Row ``i`` is recognisable: its first two pixels spell ``i`` in base 256."""
-    rng = np.random.default_rng(5)
-    x = rng.integers(0, 256, (n, 6, 4), dtype=np.uint8)
-    x[:, 0, 0] = np.arange(n) // 256
-    x[:, 0, 1] = np.arange(n) % 256
-    return x
-
-
-def row_ids(x):
-    x = np.asarray(x)
-    if x.dtype != np.uint8:
-        x = np.rint(x * 255).astype(np.int64)
-    flat = x.reshape(len(x), -1)
-    return flat[:, 0].astype(np.int64) * 256 + flat[:, 1]
+    return numbered_images(n, (6, 4), seed=5)
 
 
 @pytest.fixture(scope="module")

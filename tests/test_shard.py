@@ -10,24 +10,13 @@ from hypothesis import strategies as st
 import fastidx
 from fastidx import _cache
 from fastidx.datasets import _shard, mnist
+from numbered import numbered_images, row_ids
 
 N = 103  # rows: prime, so no count above 1 divides it
 
 
 def _images(n):
-    """Row ``i`` is recognisable: its first two pixels spell ``i`` in base 256."""
-    x = np.random.default_rng(3).integers(0, 256, (n, 4, 3), dtype=np.uint8)
-    x[:, 0, 0] = np.arange(n) // 256
-    x[:, 0, 1] = np.arange(n) % 256
-    return x
-
-
-def row_ids(x):
-    x = np.asarray(x)
-    if x.dtype != np.uint8:
-        x = np.rint(x * 255).astype(np.int64)
-    flat = x.reshape(len(x), -1)
-    return flat[:, 0].astype(np.int64) * 256 + flat[:, 1]
+    return numbered_images(n, (4, 3), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ one CacheWarning, never a bare OSError. Real file systems: a tiny tmpfs and a re
 
 from __future__ import annotations
 
+import os
 import subprocess
 import warnings
 from pathlib import Path
@@ -130,3 +131,26 @@ def test_a_read_only_cache_never_fails_a_load(tmp_path, mounts):
     assert x.tobytes() == (images / np.float32(255)).tobytes()
     found = cache_warnings(caught)
     assert len(found) == 1 and "cannot be rebuilt" in found[0], found
+
+
+def test_a_writer_that_cannot_flush_still_releases_the_build_lock(tmp_path):
+    # /dev/full fails every write with ENOSPC: the frame stays in the file's buffer, so closing
+    # the file fails too. Before the fix that skipped the lock's release, and the next load of the
+    # same source waited out the 10-minute lock timeout.
+    from fastidx import _idx
+    from fastidx._lock import FileLock
+
+    lock_file = tmp_path / "entry.lock"
+    lock = FileLock(lock_file)
+    assert lock.acquire(1.0)
+    header = _idx.Header(dtype=np.dtype(np.uint8), shape=(4, 3), nbytes=16)
+    meta = {"rows_per_frame": 4}
+    writer = _cache._EntryWriter(lock, os.open("/dev/full", os.O_WRONLY), tmp_path / "tmp",
+                                 tmp_path / "final", header, meta)
+    writer.report_later = False
+    writer.add(np.zeros((4, 3), np.uint8), owned=False)
+    writer.close()
+    assert "No space left" in (writer.join() or "")
+    other = FileLock(lock_file)
+    assert other.acquire(0.0)  # free at once
+    other.release()

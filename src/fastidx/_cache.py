@@ -800,11 +800,16 @@ class _EntryWriter:
                 self._queue.clear()
                 self._free.clear()  # a finished writer (kept in _writers) holds no buffers
                 self._cv.notify_all()
-            self._file.close()
-            if self._aborted:
+            try:
+                # After a failed write, closing flushes what is buffered into the same full
+                # disk and fails again: that must not keep the build lock held.
                 with contextlib.suppress(OSError):
-                    os.unlink(self.tmp)
-            self.lock.release()
+                    self._file.close()
+                if self._aborted:
+                    with contextlib.suppress(OSError):
+                        os.unlink(self.tmp)
+            finally:
+                self.lock.release()
             from ._memlimit import release_free_memory
 
             release_free_memory()

@@ -16,6 +16,9 @@ import pytest
 import fastidx
 import reference as ref
 from fastidx import _idx, _inflate
+from fastidx._idx import output as idx_output
+from fastidx._idx import reader as idx_reader
+from fastidx._idx import source as idx_source
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 HAVE_ISAL = bool(_inflate._igzip())
@@ -132,7 +135,7 @@ def test_member_headers_split_across_input_chunks(monkeypatch):
     # With 5-byte input chunks every member header and trailer straddles chunk boundaries.
     raw = _idx_bytes(20_000)
     data = ref.gzip_members(raw, range(100, 20_000, 997)) + bytes(3)
-    monkeypatch.setattr(_idx, "_READ_CHUNK", 5)
+    monkeypatch.setattr(idx_source, "READ_CHUNK", 5)
     assert same_verdict(data, monkeypatch, kind="file")[0] == "ok"
     assert same_verdict(data + b"\x1f", monkeypatch, kind="file")[0] == "GzipError"
     assert same_verdict(data + b"x", monkeypatch, kind="file")[0] == "GzipError"
@@ -173,12 +176,12 @@ def test_what_isal_itself_checks():
 
 def test_cpu_budget_reads_affinity_and_omp(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    cpus = _idx._cpu_budget()
+    cpus = idx_output.cpu_budget()
     assert cpus >= 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    assert _idx._cpu_budget() == 1
+    assert idx_output.cpu_budget() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
-    assert _idx._cpu_budget() == cpus
+    assert idx_output.cpu_budget() == cpus
 
 
 @pytest.mark.parametrize("options", [{}, {"normalize": True}, {"dtype": np.float64},
@@ -217,13 +220,13 @@ def test_errors_after_many_chunks(monkeypatch):
 def test_prefault_thread_only_within_the_cpu_budget(cpus, expected, monkeypatch):
     started = []
 
-    class Recording(_idx._Prefaulter):
+    class Recording(idx_output.Prefaulter):
         def __init__(self, array, enabled=True):
             started.append(enabled)
             super().__init__(array, enabled)
 
-    monkeypatch.setattr(_idx, "_Prefaulter", Recording)
-    monkeypatch.setattr(_idx, "_cpu_budget", lambda: cpus)
+    monkeypatch.setattr(idx_reader, "Prefaulter", Recording)
+    monkeypatch.setattr(idx_reader, "cpu_budget", lambda: cpus)
     x = np.zeros((100, 1000, 100), np.uint8)  # 10 MB: above the prefault threshold
     assert ref.same(fastidx.read_idx(fastidx.write_idx(None, x, compress=True)), x)
     assert started == [expected]

@@ -49,7 +49,7 @@ def content_sha256(path: Path, limit: int) -> tuple[str | None, str]:
             if total > limit:
                 return None, f"it decodes to more than {limit} bytes ({total} declared)"
             digest = hashlib.sha256()
-            code = _idx._CODE_OF[header.dtype]
+            code = _idx.CODE_OF[header.dtype]
             digest.update(struct.pack(f">HBB{len(header.shape)}I", 0, code, len(header.shape), *header.shape))
             stored = header.dtype.newbyteorder(">")
             per = max(1, _BLOCK // header.dtype.itemsize)

@@ -154,7 +154,7 @@ def breakdown(data: str) -> None:
             out.fill(1)
 
         def full(_):
-            _cache._threads = lambda: 1
+            _cache.frames._threads = lambda: 1
             mnist.load("train", data, cache_dir=cache_dir, normalize=True)
 
         parts = {

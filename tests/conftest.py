@@ -28,7 +28,7 @@ def _settle_cache_writers():
     not reported as warnings of the next test."""
     import sys
 
-    cache = sys.modules.get("fastidx._cache")
+    cache = sys.modules.get("fastidx._cache.writer")
     if cache is not None:
         for _, writer in list(cache._writers):
             writer.join()

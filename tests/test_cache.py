@@ -44,7 +44,7 @@ def write_dataset(directory: Path, n_train=300, n_test=50, seed=0, names=None) -
 @pytest.fixture
 def small_frames(monkeypatch):
     """Frames of 14 rows, so that small test files have many frames."""
-    monkeypatch.setattr(_cache, "FRAME_BYTES", 14 * SHAPE[0] * SHAPE[1])
+    monkeypatch.setattr(_cache.format, "FRAME_BYTES", 14 * SHAPE[0] * SHAPE[1])
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_first_load_writes_one_entry_per_source_and_no_temporary_file(data, tmp_
 def test_cached_load_does_not_read_the_source(data, tmp_path, monkeypatch):
     directory, arrays = data
     mnist.load("train", directory, cache_dir=tmp_path / "c")
-    monkeypatch.setattr(_cache, "_RACY_NS", -(10**18))  # trust the stat index at once
+    monkeypatch.setattr(_cache.identity, "RACY_NS", -(10**18))  # trust the stat index at once
     mnist.load("train", directory, cache_dir=tmp_path / "c")  # records the stat index
 
     def no_decoding(*args, **kwargs):
@@ -198,8 +198,8 @@ def test_a_rewrite_within_one_timestamp_tick_is_detected(data, tmp_path, monkeyp
     cache_dir = tmp_path / "c"
     name = directory / "train-images-idx3-ubyte.gz"
     mnist.load("train", directory, cache_dir=cache_dir)
-    frozen = _cache._identity(name)
-    monkeypatch.setattr(_cache, "_identity", lambda path: frozen if path == name else
+    frozen = _cache.identity.stat_identity(name)
+    monkeypatch.setattr(_cache.identity, "stat_identity", lambda path: frozen if path == name else
                         [0, 0, 0, 0, 0])
     new = arrays["train_images"][::-1].copy()
     fastidx.write_idx(name, new)
@@ -210,7 +210,7 @@ def test_a_rewrite_within_one_timestamp_tick_is_detected(data, tmp_path, monkeyp
 def test_a_source_changing_during_the_first_load_is_not_cached(data, tmp_path, monkeypatch):
     directory, arrays = data
     name = directory / "train-images-idx3-ubyte.gz"
-    real = _cache._identity
+    real = _cache.identity.stat_identity
     calls = []
 
     def drifting(path):  # the file's identity changes after it was hashed
@@ -220,7 +220,7 @@ def test_a_source_changing_during_the_first_load_is_not_cached(data, tmp_path, m
         calls.append(path)
         return ident if len(calls) == 1 else ident[:3] + [ident[3] + 1, ident[4]]
 
-    monkeypatch.setattr(_cache, "_identity", drifting)
+    monkeypatch.setattr(_cache.identity, "stat_identity", drifting)
     with pytest.warns(CacheWarning, match="changed while it was being read"):
         x, _ = mnist.load("train", directory, cache_dir=tmp_path / "c")
     assert_same(x, arrays["train_images"])

@@ -52,7 +52,7 @@ def mounts():
         return point
 
     yield mount
-    for writer in [w for _, w in _cache._writers]:
+    for writer in [w for _, w in _cache.writer._writers]:
         writer.join()
     for point in reversed(points):
         subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=30)
@@ -145,7 +145,7 @@ def test_a_writer_that_cannot_flush_still_releases_the_build_lock(tmp_path):
     assert lock.acquire(1.0)
     header = _idx.Header(dtype=np.dtype(np.uint8), shape=(4, 3), nbytes=16)
     meta = {"rows_per_frame": 4}
-    writer = _cache._EntryWriter(lock, os.open("/dev/full", os.O_WRONLY), tmp_path / "tmp",
+    writer = _cache.writer.EntryWriter(lock, os.open("/dev/full", os.O_WRONLY), tmp_path / "tmp",
                                  tmp_path / "final", header, meta)
     writer.report_later = False
     writer.add(np.zeros((4, 3), np.uint8), owned=False)

@@ -178,10 +178,10 @@ def test_an_unchanged_copy_of_an_uncompressed_file_is_verified_once_then_trusted
 def _nested_header(path: Path) -> None:
     """Replace the header's metadata by valid, deeply nested JSON with a correct CRC."""
     data = bytearray(path.read_bytes())
-    magic, version, kind, meta_len, crc, offset = _cache._FIXED.unpack_from(data)
+    magic, version, kind, meta_len, crc, offset = _cache.format._FIXED.unpack_from(data)
     blob = b"[" * 100_000 + b"]" * 100_000
-    offset = -(-(_cache._FIXED.size + len(blob)) // 64) * 64
-    head = _cache._FIXED.pack(magic, version, kind, len(blob), zlib.crc32(blob), offset) + blob
+    offset = -(-(_cache.format._FIXED.size + len(blob)) // 64) * 64
+    head = _cache.format._FIXED.pack(magic, version, kind, len(blob), zlib.crc32(blob), offset) + blob
     path.write_bytes(head + bytes(offset - len(head)))
 
 
@@ -250,12 +250,12 @@ def test_a_build_killed_part_way_leaves_nothing_a_later_load_trusts(data, tmp_pa
         "import os, sys\n"
         "from fastidx import _cache\n"
         "from fastidx.datasets import mnist\n"
-        "real = _cache._EntryWriter._write_all\n"
+        "real = _cache.writer.EntryWriter._write_all\n"
         "def dying(self):\n"
         "    self._file.write(b'partial frames')\n"
         "    self._file.flush()\n"
         "    os._exit(9)\n"
-        "_cache._EntryWriter._write_all = dying\n"
+        "_cache.writer.EntryWriter._write_all = dying\n"
         f"mnist.load('train', {str(directory)!r}, cache_dir={str(cache_dir)!r})\n"
         "_cache.wait_for_writers()\n"
     )
@@ -358,7 +358,7 @@ class _GatedCompressor:
     """zstandard.ZstdCompressor whose first compress() waits for a gate: the writer lags."""
 
     gate = None
-    real = _cache.zstandard.ZstdCompressor
+    real = _cache.writer.zstandard.ZstdCompressor
 
     def __init__(self, **kwargs):
         self._real = self.real(**kwargs)
@@ -374,9 +374,9 @@ def test_an_array_changed_right_after_the_first_load_does_not_change_the_cache(d
 
     directory, arrays = data
     images = arrays["train-images-idx3-ubyte.gz"]
-    monkeypatch.setattr(_cache, "FRAME_BYTES", 7 * SHAPE[0] * SHAPE[1])  # many frames
+    monkeypatch.setattr(_cache.format, "FRAME_BYTES", 7 * SHAPE[0] * SHAPE[1])  # many frames
     _GatedCompressor.gate = threading.Event()
-    monkeypatch.setattr(_cache.zstandard, "ZstdCompressor", _GatedCompressor)
+    monkeypatch.setattr(_cache.writer.zstandard, "ZstdCompressor", _GatedCompressor)
     cache_dir = tmp_path / "c"
     x, _ = mnist.load("train", directory, cache_dir=cache_dir)  # returns while the writer waits
     assert x.tobytes() == images.tobytes()
@@ -395,7 +395,7 @@ def test_a_load_during_a_background_write_waits_for_the_whole_entry(data, tmp_pa
     directory, arrays = data
     images = arrays["train-images-idx3-ubyte.gz"]
     _GatedCompressor.gate = threading.Event()
-    monkeypatch.setattr(_cache.zstandard, "ZstdCompressor", _GatedCompressor)
+    monkeypatch.setattr(_cache.writer.zstandard, "ZstdCompressor", _GatedCompressor)
     builds = []
     real_build = _cache.Source._build
     monkeypatch.setattr(_cache.Source, "_build",
@@ -440,7 +440,7 @@ def test_a_warm_load_leaves_no_buffers_behind(tmp_path):
 def test_a_warm_load_takes_no_lock_and_writes_nothing(data, tmp_path, monkeypatch):
     directory, arrays = data
     cache_dir = tmp_path / "c"
-    monkeypatch.setattr(_cache, "_RACY_NS", -(10**18))  # trust the stat index at once
+    monkeypatch.setattr(_cache.identity, "RACY_NS", -(10**18))  # trust the stat index at once
     mnist.load("train", directory, cache_dir=cache_dir, normalize=True)
     _cache.wait_for_writers()
 
@@ -454,9 +454,9 @@ def test_a_warm_load_takes_no_lock_and_writes_nothing(data, tmp_path, monkeypatc
         raise AssertionError("a warm load took a lock")
 
     stats = []
-    real_identity = _cache._identity
-    monkeypatch.setattr(_cache.FileLock, "acquire", no_lock)
-    monkeypatch.setattr(_cache, "_identity", lambda path: stats.append(path) or real_identity(path))
+    real_identity = _cache.identity.stat_identity
+    monkeypatch.setattr(_cache.source.FileLock, "acquire", no_lock)
+    monkeypatch.setattr(_cache.identity, "stat_identity", lambda path: stats.append(path) or real_identity(path))
     x, _ = mnist.load("train", directory, cache_dir=cache_dir, normalize=True)
     assert x.tobytes() == (arrays["train-images-idx3-ubyte.gz"] / np.float32(255)).tobytes()
     assert snapshot() == before
@@ -472,15 +472,15 @@ def test_the_entry_is_keyed_by_the_bytes_decoded_even_if_the_source_changes_mean
     directory, arrays = data
     name = directory / "train-images-idx3-ubyte.gz"
     gate = threading.Event()
-    real = _cache._EntryWriter._name_by_content
-    monkeypatch.setattr(_cache._EntryWriter, "_name_by_content",
+    real = _cache.writer.EntryWriter._name_by_content
+    monkeypatch.setattr(_cache.writer.EntryWriter, "_name_by_content",
                         lambda self: gate.wait(60) and real(self))
     cache_dir = tmp_path / "c"
     x, _ = mnist.load("train", directory, cache_dir=cache_dir)
-    frozen = _cache._identity(name)
+    frozen = _cache.identity.stat_identity(name)
     new = arrays["train-images-idx3-ubyte.gz"][::-1].copy()
     fastidx.write_idx(name, new)  # same size; its stat is made to look unchanged below
-    monkeypatch.setattr(_cache, "_identity", lambda path: frozen if path == name else
+    monkeypatch.setattr(_cache.identity, "stat_identity", lambda path: frozen if path == name else
                         [0, 0, 0, 0, 0])
     gate.set()
     _cache.wait_for_writers()

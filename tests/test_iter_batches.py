@@ -32,7 +32,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def small_frames(monkeypatch):
-    monkeypatch.setattr(_cache, "FRAME_BYTES", 24 * 9)  # 9 rows per frame
+    monkeypatch.setattr(_cache.format, "FRAME_BYTES", 24 * 9)  # 9 rows per frame
 
 
 HOW = [dict(cache=False), dict()]

@@ -35,7 +35,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def small_frames(monkeypatch):
-    monkeypatch.setattr(_cache, "FRAME_BYTES", 12 * 5)  # 5 rows per frame
+    monkeypatch.setattr(_cache.format, "FRAME_BYTES", 12 * 5)  # 5 rows per frame
 
 
 def _exactly_once(parts, n):

@@ -37,7 +37,7 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def small_frames(monkeypatch):
-    monkeypatch.setattr(_cache, "FRAME_BYTES", ROWS_PER_FRAME * 12)
+    monkeypatch.setattr(_cache.format, "FRAME_BYTES", ROWS_PER_FRAME * 12)
 
 
 def absolute(bound, n):

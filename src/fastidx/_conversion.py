@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-
 import numpy as np
 
 #: The layouts of (N, H, W) image data: as stored, (N, H, W, 1), (N, 1, H, W), (N, H*W).
@@ -38,7 +36,6 @@ LAYOUTS = (None, "NHWC", "NCHW", "flat")
 _ITEMSIZES = (1, 2, 4, 8)  # what the native loops can write
 
 
-@dataclass(frozen=True)
 class Conversion:
     """The conversion and layout options of a load, validated when the object is made.
 
@@ -66,13 +63,42 @@ class Conversion:
     # The fields, in this order, are the loose ``dtype, normalize, mean, std, layout`` keyword
     # arguments of read_idx() and the loaders: ``Conversion(**options)`` makes one from them.
 
-    dtype: np.dtype | None = None
-    normalize: bool = False
-    mean: numbers.Real | None = None
-    std: numbers.Real | None = None
-    layout: str | None = None
+    # Frozen like a frozen dataclass, without importing dataclasses (a warm load's cost).
+    __slots__ = ("dtype", "normalize", "mean", "std", "layout")
 
-    def __post_init__(self):
+    def __init__(self, dtype: np.dtype | None = None, normalize: bool = False,
+                 mean: numbers.Real | None = None, std: numbers.Real | None = None,
+                 layout: str | None = None):
+        for name, value in zip(self.__slots__, (dtype, normalize, mean, std, layout)):
+            object.__setattr__(self, name, value)
+        self._validate()
+
+    def __setattr__(self, name, value):
+        from dataclasses import FrozenInstanceError
+
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    __delattr__ = __setattr__
+
+    def _fields(self) -> tuple:
+        return (self.dtype, self.normalize, self.mean, self.std, self.layout)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self):
+        return hash(self._fields())
+
+    def __reduce__(self):
+        return Conversion, self._fields()
+
+    def __repr__(self):
+        return (f"Conversion(dtype={self.dtype!r}, normalize={self.normalize!r}, mean={self.mean!r}, "
+                f"std={self.std!r}, layout={self.layout!r})")
+
+    def _validate(self):
         dtype = None if self.dtype is None else np.dtype(self.dtype)
         if dtype is not None and dtype.byteorder not in "=|" and dtype.itemsize > 1 \
                 and dtype.newbyteorder("=") != dtype:

@@ -137,9 +137,9 @@ def warn_cache(message: str, key=None) -> None:
 def _scope_state():
     global _scope
     if _scope is None:
-        import threading
+        from _thread import _local  # threading.local, without importing threading
 
-        _scope = threading.local()
+        _scope = _local()
     if not hasattr(_scope, "depth"):
         _scope.depth, _scope.seen = 0, set()
     return _scope

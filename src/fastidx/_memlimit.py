@@ -21,9 +21,13 @@ mounts its own cgroup at the mount point while ``/proc/self/cgroup`` names a pat
 
 from __future__ import annotations
 
+import math
 import os
 import sys
-from pathlib import Path
+
+import numpy as np
+
+from ._errors import MemoryLimitError
 
 #: At or above this, a limit is "no limit" (v1 reports 9223372036854771712 for unlimited).
 UNLIMITED = 1 << 60
@@ -31,12 +35,16 @@ UNLIMITED = 1 << 60
 _located: dict = {}
 
 
-def _read(path: Path) -> str | None:
+def _read(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
             return f.read(1 << 16).decode("ascii", "replace")
     except OSError:
         return None
+
+
+def _join(*parts: str) -> str:
+    return os.path.normpath(os.path.join(*parts))
 
 
 def _number(text: str | None) -> int | None:
@@ -58,9 +66,9 @@ def _stat(text: str | None, key: str) -> int:
     return 0
 
 
-def _locate(root: Path):
+def _locate(root: str):
     """``(version, cgroup directory, cgroup mount)`` of this process's memory cgroup, or None."""
-    text = _read(root / "proc/self/cgroup")
+    text = _read(_join(root, "proc/self/cgroup"))
     if text is None:
         return None
     v2 = None
@@ -70,16 +78,16 @@ def _locate(root: Path):
             continue
         hid, controllers, path = parts
         if "memory" in controllers.split(","):
-            mount = root / "sys/fs/cgroup/memory"
-            for where in (mount / path.lstrip("/"), mount):
-                if (where / "memory.usage_in_bytes").is_file():
+            mount = _join(root, "sys/fs/cgroup/memory")
+            for where in (_join(mount, path.lstrip("/")), mount):
+                if os.path.isfile(_join(where, "memory.usage_in_bytes")):
                     return 1, where, mount
         elif hid == "0" and controllers == "":
             v2 = path
     if v2 is not None:
-        mount = root / "sys/fs/cgroup"
-        for where in (mount / v2.lstrip("/"), mount):
-            if (where / "memory.current").is_file() or (where / "memory.max").is_file():
+        mount = _join(root, "sys/fs/cgroup")
+        for where in (_join(mount, v2.lstrip("/")), mount):
+            if os.path.isfile(_join(where, "memory.current")) or os.path.isfile(_join(where, "memory.max")):
                 return 2, where, mount
     return None
 
@@ -91,7 +99,7 @@ _ROOT = "/"
 def available(_root=None) -> tuple[int, int] | None:
     """``(bytes still available, the limit)`` under this process's memory cgroup, or None when
     there is no limit (or no way to know one). ``_root`` replaces ``/`` (tests)."""
-    root = _ROOT if _root is None else _root
+    root = _ROOT if _root is None else os.fspath(_root)
     if root == "/":
         if not sys.platform.startswith("linux"):
             return None
@@ -99,35 +107,42 @@ def available(_root=None) -> tuple[int, int] | None:
         key = os.getpid()
         if key not in _located:
             _located.clear()
-            _located[key] = _locate(Path("/"))
+            _located[key] = _locate("/")
         found = _located[key]
     else:
-        found = _locate(Path(root))
+        found = _locate(root)
     if found is None:
         return None
     version, where, mount = found
-    if version == 1:
-        stat = _read(where / "memory.stat")
-        limit = _number(str(_stat(stat, "hierarchical_memory_limit") or "")
-                        or _read(where / "memory.limit_in_bytes"))
-        usage = _number(_read(where / "memory.usage_in_bytes"))
-        if limit is None or usage is None:
-            return None
-        free = limit - usage + _stat(stat, "total_inactive_file")
-        return max(free, 0), limit
+    return _v1(where) if version == 1 else _v2(where, mount)
+
+
+def _v1(where: str) -> tuple[int, int] | None:
+    stat = _read(_join(where, "memory.stat"))
+    limit = _number(str(_stat(stat, "hierarchical_memory_limit") or "")
+                    or _read(_join(where, "memory.limit_in_bytes")))
+    usage = _number(_read(_join(where, "memory.usage_in_bytes")))
+    if limit is None or usage is None:
+        return None
+    free = limit - usage + _stat(stat, "total_inactive_file")
+    return max(free, 0), limit
+
+
+def _v2(where: str, mount: str) -> tuple[int, int] | None:
+    """The tightest ``memory.max`` of the cgroup and its ancestors up to the mount point."""
     best = None
     level = where
     while True:
-        limit = _number(_read(level / "memory.max"))
+        limit = _number(_read(_join(level, "memory.max")))
         if limit is not None:
-            usage = _number(_read(level / "memory.current")) or 0
+            usage = _number(_read(_join(level, "memory.current"))) or 0
             if level == where:
-                usage -= _stat(_read(level / "memory.stat"), "inactive_file")
+                usage -= _stat(_read(_join(level, "memory.stat")), "inactive_file")
             if best is None or limit - usage < best[0]:
                 best = (limit - usage, limit)
-        if level == mount or mount not in level.parents:
+        if level == mount or not level.startswith(mount.rstrip("/") + "/"):
             break
-        level = level.parent
+        level = os.path.dirname(level)
     if best is None:
         return None
     return max(best[0], 0), best[1]
@@ -140,9 +155,7 @@ WORKING_BYTES = 4 << 20
 
 
 def budget(_root=None):
-    """The :class:`~fastidx._cache.MemoryBudget` of ``max_memory="auto"``, or None (no limit)."""
-    from ._cache import MemoryBudget
-
+    """The :class:`MemoryBudget` of ``max_memory="auto"``, or None (no limit)."""
     found = available(_root)
     if found is None:
         return None
@@ -198,3 +211,47 @@ def release_free_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # musl and others: nothing to trim this way
         pass
+
+
+class MemoryBudget:
+    """One call's ``max_memory`` and the bytes that call has already taken: a refusal names the
+    limit the caller gave, not what was left of it. ``origin`` says where a limit the caller did
+    not give comes from (``max_memory="auto"``, see :mod:`fastidx._memlimit`)."""
+
+    __slots__ = ("limit", "used", "origin")
+
+    def __init__(self, limit: int, used: int = 0, origin: str | None = None):
+        self.limit, self.used, self.origin = limit, used, origin
+
+    def after(self, nbytes: int) -> MemoryBudget:
+        return MemoryBudget(self.limit, self.used + nbytes, self.origin)
+
+
+def memory_budget(max_memory) -> MemoryBudget | None:
+    """``max_memory=`` checked once, where a call starts: a whole number of bytes >= 0, or
+    ``"auto"`` / None (the default): the process's memory cgroup limit, if any."""
+    if max_memory is None or (isinstance(max_memory, str) and max_memory == "auto"):
+        return budget()
+    if isinstance(max_memory, MemoryBudget):
+        return max_memory
+    number = isinstance(max_memory, (int, float, np.integer, np.floating)) and not isinstance(max_memory, bool)
+    if not number or not math.isfinite(max_memory) or max_memory < 0 or max_memory != int(max_memory):
+        raise ValueError(f"max_memory must be a whole number of bytes >= 0 or 'auto' (None: the "
+                         f"process's memory limit, if any), not {max_memory!r}")
+    return MemoryBudget(int(max_memory))
+
+
+def check_budget(nbytes: int, max_memory, what: str) -> None:
+    budget = memory_budget(max_memory)
+    if budget is not None and budget.used + nbytes > budget.limit:
+        taken = f" on top of the {budget.used:,} bytes this load already holds" if budget.used else ""
+        if budget.origin is not None:
+            raise MemoryLimitError(
+                f"{what} needs {nbytes:,} bytes{taken}, more than the {budget.limit:,} "
+                f"{budget.origin}; use mmap=True (memory maps cost no private memory), "
+                f"iter_batches() or a slice (e.g. 'train[:10%]')"
+            )
+        raise MemoryLimitError(
+            f"{what} needs {nbytes:,} bytes{taken}, more than max_memory={budget.limit:,}; "
+            f"load a slice (e.g. 'train[:10%]') or use iter_batches()"
+        )

@@ -191,6 +191,7 @@ _TEMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 _SUBDIRS = {  # the directories of the layout, and the names fastidx writes in each
     "sources": re.compile(r"([0-9a-f]{32}\.json|\..+\.[0-9a-f]{12}\.tmp)"),
     "stamps": re.compile(rf"({_RAW.pattern}\.json|\..+\.[0-9a-f]{{12}}\.tmp)"),
+    "warm": re.compile(r"([a-z0-9_]+\.[01]\.(native|x[0-9a-f]{16})\.txt|\..+\.[0-9a-f]{12}\.tmp)"),
     "locks": None,  # lock files are never deleted (a waiter may hold one) and never counted
 }
 _SETTINGS = "settings.json"
@@ -405,7 +406,7 @@ def clear(dataset: str | None = None, cache_dir=None) -> ClearResult:
 
 def _clear_indexes(top: _Dir, subs: dict) -> list[int]:
     freed = []
-    for name in ("sources", "stamps"):
+    for name in ("sources", "stamps", "warm"):
         pattern = _SUBDIRS[name]
         freed += [subs[name].unlink(n) or 0 for n in subs[name].names() if pattern.fullmatch(n)]
     now = time.time()
@@ -431,7 +432,7 @@ def info(cache_dir=None) -> CacheInfo:
                 st = top.lstat(name)
                 if stat.S_ISREG(st.st_mode) and name != _SETTINGS:
                     total += st.st_size
-        for sub in ("sources", "stamps"):
+        for sub in ("sources", "stamps", "warm"):
             for name in subs[sub].names():
                 with contextlib.suppress(OSError):
                     total += subs[sub].lstat(name).st_size

@@ -140,21 +140,6 @@ def one_hot_rows(labels: np.ndarray, classes: int) -> np.ndarray:
     return out
 
 
-def _npz_batches(x, y, batch_size, permute, drop_remainder, one_hot, conversion):
-    from .. import _idx
-
-    n = x.shape[0]
-    order = permute(n) if permute is not None else None
-    n = n if order is None else order.shape[0]
-    for b in range(0, n, batch_size):
-        if drop_remainder and b + batch_size > n:
-            return
-        rows = slice(b, b + batch_size) if order is None else order[b : b + batch_size]
-        xb = _idx.convert_uint8(np.ascontiguousarray(x[rows]), conversion)
-        yb = y[rows]
-        yield xb, (one_hot(yb) if one_hot is not None else yb)
-
-
 def _checked_conversion(dataset: str, dtype, normalize, mean, std, layout):
     """The load's :class:`~fastidx._conversion.Conversion`, checked once before any file is read
     (against uint8, what dataset images are)."""
@@ -169,11 +154,32 @@ def _checked_conversion(dataset: str, dtype, normalize, mean, std, layout):
     return conversion
 
 
-def _memory_budget(max_memory):
-    """``max_memory=`` checked where a call starts (see :func:`fastidx._cache.memory_budget`)."""
-    from .. import _cache
+def memory_budget(max_memory):
+    """``max_memory=`` checked where a call starts (:func:`fastidx._memlimit.memory_budget`)."""
+    from .._memlimit import memory_budget as check
 
-    return _cache.memory_budget(max_memory)
+    return check(max_memory)
+
+
+def check_budget(nbytes, max_memory, what):
+    from .._memlimit import check_budget as check
+
+    check(nbytes, max_memory, what)
+
+
+class _How:
+    """How a load call treats each split: the conversion, ``one_hot``, ``raw`` and the cache."""
+
+    __slots__ = ("conversion", "one_hot", "raw", "place")
+
+    def __init__(self, conversion, one_hot, raw, place):
+        self.conversion, self.one_hot, self.raw, self.place = conversion, one_hot, raw, place
+
+
+def _place(cache, cache_dir, mmap, dataset):
+    from .._cache.load import Place
+
+    return Place(cache, cache_dir, mmap, dataset)
 
 
 class Dataset:
@@ -299,16 +305,24 @@ class Dataset:
         from . import _shard
 
         conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
-        options = dict(conversion=conversion, one_hot=one_hot, raw=raw, cache=cache,
-                       cache_dir=cache_dir, mmap=mmap)
-        budget = _memory_budget(max_memory)  # checked before any file is looked at
+        budget = memory_budget(max_memory)  # checked before any file is looked at
         everything = _shard.narrow(lambda n: (0, n), _shard.check(shard, self.name))
+        warm = path is None and mmap and cache and not one_hot
+        if warm:  # maps what the warm record names, if all of it is as recorded (_cache.warm)
+            from .._cache import warm as record
+
+            found = record.lookup(self.name, cache_dir, raw, conversion, everything)
+            if found is not None:
+                return found
+        how = _How(conversion, one_hot, raw, _place(cache, cache_dir, mmap, self.name))
         files = self.files(path, cache_dir=cache_dir, mirrors=mirrors, progress=progress)
         refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
-        train = self._load("train", everything, files, refetch, max_memory=budget, **options)
+        train = self._load("train", everything, files, refetch, how, budget)
         if budget is not None and not mmap:
             budget = budget.after(sum(a.nbytes for a in train))
-        test = self._load("test", everything, files, refetch, max_memory=budget, **options)
+        test = self._load("test", everything, files, refetch, how, budget)
+        if warm and "npz" not in files:
+            record.remember(self, cache_dir, raw, conversion, files)
         return train, test
 
     @one_warning_per_call
@@ -335,13 +349,12 @@ class Dataset:
         name, select = parse_split(split, self.name)
         select = _shard.narrow(select, _shard.check(shard, self.name))
         conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
-        options = dict(conversion=conversion, one_hot=one_hot, raw=raw, cache=cache,
-                       cache_dir=cache_dir, mmap=mmap)
-        budget = _memory_budget(max_memory)
+        how = _How(conversion, one_hot, raw, _place(cache, cache_dir, mmap, self.name))
+        budget = memory_budget(max_memory)
         files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
                            progress=progress)
         refetch = self._refetcher(path, files, cache_dir, mirrors, progress)
-        return self._load(name, select, files, refetch, max_memory=budget, **options)
+        return self._load(name, select, files, refetch, how, budget)
 
     def _refetcher(self, path, files, cache_dir, mirrors, progress):
         """How to get fresh copies of downloaded files (None for the caller's own files)."""
@@ -352,33 +365,28 @@ class Dataset:
             return None
         return lambda: self._fetch(cache_dir, mirrors, progress)
 
-    def _load(self, name, select, files, refetch, *, conversion, one_hot, raw, cache, cache_dir,
-              mmap, max_memory):
-        from .. import _cache
-
+    def _load(self, name, select, files, refetch, how: _How, max_memory):
         images_role, labels_role = SPLITS[name]
         if "npz" in files:
-            return self._load_npz(files["npz"], name, select, raw=raw, one_hot=one_hot,
-                                  max_memory=max_memory, conversion=conversion)
-        common = dict(select=select, cache=cache, cache_dir=cache_dir, mmap=mmap,
-                      dataset=self.name)
+            return self._load_npz(files["npz"], name, select, raw=how.raw, one_hot=how.one_hot,
+                                  max_memory=max_memory, conversion=how.conversion)
         # Labels first: they are small, and their size tells what the images may take.
-        y, ny = self._array(files[labels_role], refetch, max_memory=max_memory,
-                            what=f"{self.name} {name!r} labels", **common)
-        budget = None if max_memory is None or mmap else max_memory.after(y.nbytes)
-        if one_hot:
+        y, ny = self._array(files[labels_role], refetch, select, how.place, max_memory=max_memory,
+                            what=f"{self.name} {name!r} labels")
+        budget = None if max_memory is None or how.place.mmap else max_memory.after(y.nbytes)
+        if how.one_hot:
             self._check_labels(y, files[labels_role])
             hot = y.shape[0] * len(self.class_names) * 4
-            _cache.check_budget(hot + y.nbytes, max_memory, f"{self.name} {name!r} one-hot labels")
+            check_budget(hot + y.nbytes, max_memory, f"{self.name} {name!r} one-hot labels")
             budget = None if budget is None else budget.after(hot)
-        x, nx = self._array(files[images_role], refetch, upright=self.spec.transposed and not raw,
-                            max_memory=budget, what=f"{self.name} {name!r} images",
-                            conv=conversion, **common)
+        x, nx = self._array(files[images_role], refetch, select, how.place,
+                            upright=self.spec.transposed and not how.raw, max_memory=budget,
+                            what=f"{self.name} {name!r} images", conv=how.conversion)
         if nx != ny:
             raise IDXError(
                 str(files[images_role]), f"holds {nx} images but {files[labels_role]} holds {ny} labels"
             )
-        if one_hot:
+        if how.one_hot:
             y = one_hot_rows(y, len(self.class_names))
         return x, y
 
@@ -403,7 +411,7 @@ class Dataset:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
-        from . import _shard
+        from . import _batches, _shard
 
         name, select = parse_split(split, self.name)
         shard = _shard.check(shard, self.name)
@@ -414,31 +422,30 @@ class Dataset:
             _shard.seed_of(0, epoch, None, self.name)  # a bad epoch fails even in order
             select = _shard.narrow(select, shard)
         conversion = _checked_conversion(self.name, dtype, normalize, mean, std, layout)
-        max_memory = _memory_budget(max_memory)
+        max_memory = memory_budget(max_memory)
         files = self.files(path, roles=SPLITS[name], cache_dir=cache_dir, mirrors=mirrors,
                            progress=progress)
         images_role, labels_role = SPLITS[name]
         classes = len(self.class_names)
         hot = (lambda labels: one_hot_rows(labels, classes)) if one_hot else None
+        batching = _batches.Batching(int(batch_size), shuffle, seed, permute, drop_remainder)
         if "npz" in files:
             x, y = self._load_npz(files["npz"], name, select, raw=raw, one_hot=False,
                                   max_memory=max_memory)
             if one_hot:
                 self._check_labels(y, files["npz"])
-            return _npz_batches(x, y, int(batch_size), permute, drop_remainder, hot, conversion)
-        from .. import _cache
+            return _batches.npz_batches(x, y, batching, hot, conversion)
+        from .._cache.load import Place, load_array
 
-        y, ny = _cache.load_array(files[labels_role], select=select, cache=cache,
-                                  cache_dir=cache_dir, dataset=self.name)
+        place = Place(cache, cache_dir, False, self.name)
+        y, ny = load_array(files[labels_role], select, place=place)
         if one_hot:
             self._check_labels(y, files[labels_role])
-        return _cache.iter_batches(
-            files[images_role], y, ny, int(batch_size), select=select, shuffle=shuffle, seed=seed,
-            permute=permute,
-            drop_remainder=drop_remainder, upright=self.spec.transposed and not raw, cache=cache,
-            cache_dir=cache_dir, max_memory=max_memory, dataset=self.name, one_hot=hot,
-            label_row_bytes=4 * classes if one_hot else y.itemsize,
-            labels_name=str(files[labels_role]), conv=conversion,
+        labels = _batches.Labels(y, ny, str(files[labels_role]), hot,
+                                 4 * classes if one_hot else y.itemsize)
+        return _batches.iter_batches(
+            files[images_role], labels, batching, select=select, place=place, conv=conversion,
+            upright=self.spec.transposed and not raw, max_memory=max_memory,
         )
 
     def one_hot(self, labels: np.ndarray) -> np.ndarray:
@@ -465,13 +472,13 @@ class Dataset:
                     f"needs labels from 0 to {classes - 1} ({classes} classes)"
                 )
 
-    def _array(self, file: Path, refetch, **options):
+    def _array(self, file: Path, refetch, select, place, **options):
         """``(array, rows in the file)`` of one file; ``refetch`` (or None) gets a fresh copy of a
         downloaded file."""
-        from .. import _cache
+        from .._cache.load import load_array
 
         try:
-            return _cache.load_array(file, **options)
+            return load_array(file, select, place=place, **options)
         except IDXError:
             if refetch is None:
                 raise
@@ -479,9 +486,9 @@ class Dataset:
             # forget it and fetch it again, once.
             from .. import _fetch
 
-            _fetch.discard(file, cache_dir=options.get("cache_dir"))
+            _fetch.discard(file, cache_dir=place.cache_dir)
             file = next(p for p in refetch().values() if p.name == file.name)
-            return _cache.load_array(file, **options)
+            return load_array(file, select, place=place, **options)
 
     # -- Keras-format .npz archives
 
@@ -496,7 +503,7 @@ class Dataset:
         import zipfile
         import zlib
 
-        from .. import _cache, _idx
+        from .. import _idx
         from ._npz import NpyMember
 
         keys = (f"x_{split}", f"y_{split}")
@@ -518,7 +525,7 @@ class Dataset:
                         converted = rows * xm.row_items * target.itemsize
                 hot = rows * len(self.class_names) * 4 if one_hot else 0
                 need = rows * (xm.row_bytes + ym.row_bytes) + converted + hot + xm.fortran_bytes
-                _cache.check_budget(need, max_memory, f"{self.name} arrays from {file.name}")
+                check_budget(need, max_memory, f"{self.name} arrays from {file.name}")
                 y = ym.read(start, stop)
                 if one_hot:
                     self._check_labels(y, f"{file}[{ym.key}]")

@@ -1,0 +1,129 @@
+"""The warm default ``load_data(mmap=True)``: answered by the warm record (``_cache.warm``) by
+``stat`` alone, importing none of the machinery of downloads, hashing, zstd or threads; any change
+to what it names sends the load down the full path, which checks everything."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastidx.datasets import mnist
+
+# What a warm mmap load must not import (checked in a fresh process).
+HEAVY = ("zstandard", "concurrent.futures", "hashlib", "_hashlib", "json", "logging", "pathlib",
+         "threading", "fastidx.registry", "fastidx._fetch", "fastidx._cache.frames",
+         "fastidx._cache.writer", "fastidx._cache.source", "fastidx._idx", "gzip", "secrets")
+
+PROBE = """
+import sys, json
+import numpy as np
+from fastidx.datasets import mnist
+before = set(sys.modules)
+(x, y), (xt, yt) = mnist.load_data(mmap=True{options})
+new = sorted(set(sys.modules) - before)
+print(json.dumps({{"new": new, "sums": [int(a.sum(dtype=np.int64)) for a in (x, y, xt, yt)],
+                   "shapes": [a.shape for a in (x, y, xt, yt)]}}))
+"""
+
+
+@pytest.fixture
+def home(tmp_path, mnist_dir, monkeypatch):
+    """A FASTIDX_HOME holding the four MNIST files, as `fastidx download` leaves them."""
+    root = tmp_path / "home"
+    (root / "mnist").mkdir(parents=True)
+    for f in mnist_dir.glob("*-ubyte.gz"):
+        shutil.copyfile(f, root / "mnist" / f.name)
+    monkeypatch.setenv("FASTIDX_HOME", str(root))
+    monkeypatch.setenv("FASTIDX_OFFLINE", "1")
+    return root
+
+
+def warm_up(monkeypatch, **options) -> None:
+    """A full-path load in this process, which writes the warm record. The stat index trusts a
+    digest only for files modified 2 s before they were hashed, and these were just copied."""
+    from fastidx._cache import identity
+
+    with monkeypatch.context() as patch:
+        patch.setattr(identity, "RACY_NS", -(10**18))
+        mnist.load_data(mmap=True, **options)
+
+
+def probe(options: str = "") -> dict:
+    done = subprocess.run([sys.executable, "-W", "error", "-c", PROBE.format(options=options)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def expected(options=None):
+    (x, y), (xt, yt) = mnist.load_data(cache=False, **(options or {}))
+    return [int(a.sum(dtype=np.int64)) for a in (x, y, xt, yt)]
+
+
+def test_a_warm_mmap_load_imports_only_the_warm_record(home, monkeypatch):
+    first = probe()  # builds the entries and the raw files (the sources are too new to record)
+    assert "fastidx._fetch" in first["new"]
+    warm_up(monkeypatch)
+    assert list((home / "decoded" / "warm").iterdir())
+    warm = probe()
+    assert not [m for m in warm["new"] if m in HEAVY or m.startswith(HEAVY)], warm["new"]
+    assert warm["sums"] == first["sums"] == expected()
+    assert warm["shapes"] == [[60000, 28, 28], [60000], [10000, 28, 28], [10000]]
+
+
+def test_a_warm_mmap_load_with_options_maps_the_same_arrays(home, monkeypatch):
+    warm_up(monkeypatch, normalize=True, layout="flat", shard=(1, 3))
+    warm = probe(', normalize=True, layout="flat", shard=(1, 3)')
+    assert "fastidx._fetch" not in warm["new"]
+    (x, y), (xt, yt) = mnist.load_data(normalize=True, layout="flat", shard=(1, 3), cache=False)
+    # float sums: compare against the arrays themselves, in this process
+    got = mnist.load_data(normalize=True, layout="flat", shard=(1, 3), mmap=True)
+    for a, b in zip((x, y, xt, yt), (*got[0], *got[1])):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert warm["shapes"] == [list(a.shape) for a in (x, y, xt, yt)]
+
+
+def _record(home):
+    (record,) = (home / "decoded" / "warm").iterdir()
+    return record
+
+
+def test_a_touched_source_sends_the_load_down_the_full_path(home, monkeypatch):
+    warm_up(monkeypatch)
+    source = home / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    os.utime(source, ns=(1, 1))
+    again = probe()
+    assert "fastidx._fetch" in again["new"]  # the manifest and the stat index are asked again
+    assert again["sums"] == expected()
+    warm_up(monkeypatch)  # the full path writes the record afresh
+    assert "fastidx._fetch" not in probe()["new"]
+
+
+def test_a_raw_file_changed_behind_the_record_is_caught(home, monkeypatch):
+    warm_up(monkeypatch)
+    lines = _record(home).read_text().splitlines()
+    raw = lines[6].split("\t")[1]  # the train images
+    with open(raw, "r+b") as f:
+        f.seek(4096 + 1000)
+        f.write(b"\xff")
+    with pytest.warns(Warning):  # the full path checks the payload, warns and rebuilds
+        (x, _), _ = mnist.load_data(mmap=True)
+    (want, _), _ = mnist.load_data(cache=False)
+    assert np.array_equal(x, want)
+
+
+def test_a_record_of_another_fastidx_is_ignored(home, monkeypatch):
+    warm_up(monkeypatch)
+    record = _record(home)
+    lines = record.read_text().splitlines()
+    lines[0] = lines[0].replace("fastidx-warm 1\t", "fastidx-warm 1\t9")  # another version
+    record.write_text("\n".join(lines) + "\n")
+    again = probe()
+    assert "fastidx._fetch" in again["new"]
+    assert again["sums"] == expected()

@@ -191,3 +191,31 @@ def test_unsharded_shuffle_is_unchanged(dataset, tmp_path):
     got = np.concatenate([row_ids(b[0]) for b in mnist.iter_batches(
         "train", 16, path=directory, cache_dir=tmp_path, shuffle=True, seed=7)])
     assert np.array_equal(got, np.random.default_rng(7).permutation(N))
+
+
+@pytest.mark.parametrize("source", ["cached", "uncached", "npz"])
+@pytest.mark.parametrize("count", [2, 7, 103, 104, 150])
+@pytest.mark.parametrize("shuffle", [True, False], ids=["shuffled", "in-order"])
+def test_uneven_and_oversized_world_sizes_give_every_row_once_per_epoch(
+        dataset, tmp_path, source, count, shuffle):
+    # 103 rows, a prime: no count above 1 divides it; 104 and 150 ranks leave some ranks empty.
+    directory, _, y = dataset
+    path = directory / "mnist.npz" if source == "npz" else directory
+    options = dict(cache=False) if source == "uncached" else {}
+    for split, first, stop in (("train", 0, N), ("train[10%:-20]", 10, N - 20)):
+        for epoch in (0, 1):
+            shards = [list(mnist.iter_batches(
+                split, 9, path=path, cache_dir=tmp_path, shard=(i, count), shuffle=shuffle,
+                seed=5 if shuffle else None, epoch=epoch if shuffle else None, **options))
+                for i in range(count)]
+            ids = [np.concatenate([row_ids(b[0]) for b in s]) if s else np.empty(0, np.int64)
+                   for s in shards]
+            got = np.sort(np.concatenate(ids))
+            assert np.array_equal(got, np.arange(first, stop)), (split, epoch)
+            sizes = [len(i) for i in ids]
+            assert max(sizes) - min(sizes) <= 1
+            if count > stop - first:
+                assert sizes.count(0) == count - (stop - first)
+            for i, s in enumerate(shards):  # labels travel with their rows
+                labels = np.concatenate([b[1] for b in s]) if s else np.empty(0, np.uint8)
+                assert np.array_equal(labels, y[ids[i]])

@@ -13,6 +13,10 @@ import fastidx
 import fastidx.ray
 from fastidx import _cache, _cluster, _fetch
 from fastidx.datasets import SAMPLE_DIR, mnist
+from http_server import MNIST_DIR, needs_shared_data
+
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 def _mounts(tmp_path, point, kind):
@@ -173,3 +177,53 @@ def test_a_ray_worker_without_fastidx_home_says_so(tmp_path):
     assert len(messages) == 1
     assert "FASTIDX_HOME is not set in this Ray worker" in messages[0]
     assert str(tmp_path / "xdg" / "fastidx") in messages[0]
+
+
+@pytest.fixture
+def in_a_tune_trial(tmp_path, monkeypatch):
+    """A Tune trial's situation: the working directory is the trial's own, the search's directory
+    is in ``TUNE_ORIG_WORKING_DIR``; offline, with an absolute cache directory."""
+    (tmp_path / "orig").mkdir()
+    (tmp_path / "trial").mkdir()
+    monkeypatch.chdir(tmp_path / "trial")
+    monkeypatch.setenv("TUNE_ORIG_WORKING_DIR", str(tmp_path / "orig"))
+    monkeypatch.setenv("FASTIDX_HOME", str(tmp_path / "cache"))
+    return tmp_path / "orig"
+
+
+@needs_shared_data
+def test_a_relative_mirror_directory_resolves_against_tunes_original_directory(in_a_tune_trial,
+                                                                                monkeypatch):
+    (in_a_tune_trial / "mirror").mkdir()
+    os.symlink(MNIST_DIR, in_a_tune_trial / "mirror" / "mnist")
+    monkeypatch.setenv("FASTIDX_MIRROR", "mirror")
+    x, _ = mnist.load("test[:3]")
+    assert x.shape == (3, 28, 28)
+    from fastidx._fetch import settings
+
+    assert (in_a_tune_trial / "mirror").as_uri() in settings.mirror_bases(mirrors="mirror")
+
+
+@needs_shared_data
+def test_relative_torchvision_root_and_keras_home_resolve_against_tunes_original_directory(
+        in_a_tune_trial, monkeypatch):
+    raw = in_a_tune_trial / "tv" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in FILES:
+        os.symlink(MNIST_DIR / name, raw / name)
+    monkeypatch.setenv("FASTIDX_TORCHVISION_ROOT", "tv")
+    monkeypatch.setenv("FASTIDX_OFFLINE", "1")
+    x, _ = mnist.load("test[:3]")  # found in torchvision's directory, no download
+    assert x.shape == (3, 28, 28)
+    monkeypatch.setenv("KERAS_HOME", "keras")
+    from fastidx._fetch import elsewhere
+
+    assert elsewhere.keras_datasets() == in_a_tune_trial / "keras" / "datasets"
+
+
+def test_runtime_env_makes_a_local_mirror_directory_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m1").mkdir()
+    monkeypatch.setenv("FASTIDX_MIRROR", "m1, https://mirror.example/data")
+    env = fastidx.ray.runtime_env()["env_vars"]
+    assert env["FASTIDX_MIRROR"] == f"{tmp_path / 'm1'} https://mirror.example/data"

@@ -41,8 +41,8 @@ def runtime_env(base: dict | None = None, **env_vars) -> dict:
     """A Ray ``runtime_env`` that carries this process's fastidx settings to every worker.
 
     Takes the ``FASTIDX_*`` (and ``KERAS_HOME``) variables set here, overridden by ``env_vars``;
-    paths are made absolute now, against this directory, so that no worker resolves them against
-    a trial's working directory. ``base`` is another ``runtime_env`` to extend.
+    paths (and the local directories of ``FASTIDX_MIRROR``) are made absolute now, against this
+    directory, so that no worker resolves them against a trial's working directory. ``base`` is another ``runtime_env`` to extend.
 
     Examples
     --------
@@ -55,9 +55,19 @@ def runtime_env(base: dict | None = None, **env_vars) -> dict:
     for key in _PATHS:
         if key in found:
             found[key] = os.path.abspath(os.path.expanduser(found[key]))
+    if "FASTIDX_MIRROR" in found:
+        found["FASTIDX_MIRROR"] = _absolute_mirrors(found["FASTIDX_MIRROR"])
     out = dict(base or {})
     out["env_vars"] = {**out.get("env_vars", {}), **found}
     return out
+
+
+def _absolute_mirrors(text: str) -> str:
+    """``FASTIDX_MIRROR`` with its local directories made absolute (URLs kept as they are)."""
+    if os.path.isdir(text):
+        return os.path.abspath(text)
+    return " ".join(os.path.abspath(m) if "://" not in m and os.path.isdir(m) else m
+                    for m in text.replace(",", " ").split())
 
 
 def _prepare_here(dataset: str, options: dict) -> dict:

@@ -28,8 +28,10 @@ _OTHER_TOOLS = {
 
 def keras_datasets() -> Path:
     """Keras's download directory: ``$KERAS_HOME/datasets``, default ``~/.keras/datasets``."""
+    from .._cluster import resolve  # relative: against a stable directory (Tune chdirs trials)
+
     home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
-    return Path(home).expanduser() / "datasets"
+    return resolve(Path(home).expanduser()) / "datasets"
 
 
 def candidates(spec, name: str, manifest) -> list[Path]:
@@ -40,7 +42,9 @@ def candidates(spec, name: str, manifest) -> list[Path]:
         places.append(keras_datasets() / keras_sub / name)
     torch_root = os.environ.get(ENV_TORCHVISION_ROOT)
     if torch_sub and torch_root:
-        places.append(Path(torch_root).expanduser() / torch_sub / "raw" / name)
+        from .._cluster import resolve
+
+        places.append(resolve(Path(torch_root).expanduser()) / torch_sub / "raw" / name)
     places = [Path(os.path.abspath(place)) for place in places]
     return [place for place in places if place.is_file() and not distrusted(place, manifest)]
 

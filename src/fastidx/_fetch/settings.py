@@ -101,8 +101,15 @@ def mirror_bases(mirrors=None) -> list[str]:
     return list(dict.fromkeys(_as_base_url(m, where) for m, where in items))
 
 
+def _local(text: str) -> Path:
+    # A relative directory is resolved against a stable directory (Tune chdirs every trial).
+    from .._cluster import resolve
+
+    return resolve(Path(text))
+
+
 def _split(text: str) -> list[str]:
-    if text.strip() and os.path.isdir(text):
+    if text.strip() and _local(text).is_dir():
         return [text]
     return text.replace(",", " ").split()
 
@@ -113,8 +120,8 @@ def _as_base_url(mirror: str, where: str) -> str:
     scheme = urllib.parse.urlsplit(mirror).scheme.lower()
     if scheme in {"http", "https", "file"}:
         return mirror.rstrip("/")
-    if os.path.isdir(mirror):
-        return Path(mirror).resolve().as_uri()
+    if _local(mirror).is_dir():
+        return _local(mirror).resolve().as_uri()
     raise ValueError(
         f"mirror {mirror!r} (from {where}) is not an http://, https:// or file:// URL nor an existing "
         f"directory; separate several mirrors with spaces or commas"

@@ -1,4 +1,5 @@
-"""bench/hpo.py runs: N trial processes at once, each way's row measured (on the small sample)."""
+"""bench/hpo.py runs: N trials at once, each way's row measured (on the small sample), each row
+against its baseline (N interpreters + one copy of the arrays) and issue 13's verdicts printed."""
 
 from __future__ import annotations
 
@@ -7,17 +8,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fastidx.datasets import SAMPLE_DIR
+import pytest
+
+from fastidx.datasets import SAMPLE_DIR, mnist
 
 HPO = Path(__file__).resolve().parents[1] / "bench" / "hpo.py"
 
 
-def test_hpo_bench_measures_every_way_it_is_asked(tmp_path):
+def sample_nbytes() -> int:
+    """One copy of the sample's train + test as float32 / 255 and uint8 labels."""
+    data = mnist.load_data(path=SAMPLE_DIR, normalize=True, cache=False)
+    return sum(a.nbytes for pair in data for a in pair)
+
+
+def _run(tmp_path, ns, ways):
     out = tmp_path / "hpo.json"
-    subprocess.run([sys.executable, str(HPO), "--data-dir", str(SAMPLE_DIR), "--n", "1,2",
-                    "--repeats", "1", "--ways", "bare,keras,fastidx,fastidx-mmap",
-                    "--json", str(out)], check=True, timeout=600, capture_output=True)
-    rows = json.loads(out.read_text())
+    run = subprocess.run([sys.executable, str(HPO), "--data-dir", str(SAMPLE_DIR), "--n", ns,
+                          "--repeats", "1", "--ways", ways, "--json", str(out)],
+                         timeout=600, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(out.read_text()), run.stdout
+
+
+def test_hpo_bench_measures_every_way_it_is_asked(tmp_path):
+    rows, stdout = _run(tmp_path, "1,2", "bare,keras,fastidx,fastidx-mmap")
+    one_copy = sample_nbytes()
     assert [(r["way"], r["n"]) for r in rows] == [
         (w, n) for n in (1, 2) for w in ("bare", "keras", "fastidx", "fastidx-mmap")]
     by = {(r["way"], r["n"]): r for r in rows}
@@ -27,3 +42,32 @@ def test_hpo_bench_measures_every_way_it_is_asked(tmp_path):
     # except with mmap, which cannot hold more than the separate copies do.
     assert by[("keras", 2)]["pss_mib"] > by[("keras", 1)]["pss_mib"]
     assert by[("fastidx-mmap", 2)]["anon_mib_per_trial"] <= by[("fastidx", 2)]["anon_mib_per_trial"]
+    # fastidx's arrays arrive writable; Keras's way gives read-only labels (np.frombuffer).
+    assert by[("fastidx-mmap", 2)]["writable"] and by[("fastidx", 2)]["writable"]
+    assert not by[("keras", 2)]["writable"]
+    # Every loading row has its baseline: the same N's bare processes plus one copy of the arrays.
+    for r in rows:
+        if r["way"] != "bare":
+            assert r["nbytes"] == one_copy
+            expected = by[("bare", r["n"])]["pss_mib"] + one_copy / 2**20
+            assert r["baseline_mib"] == pytest.approx(expected)
+            assert r["pss_ratio"] == pytest.approx(r["pss_mib"] / expected)
+    # The verdicts of the documented call, one per target and N, printed in the table.
+    for n in (1, 2):
+        verdicts = [line for line in stdout.splitlines() if line.startswith(f"| {n} | ")
+                    and line.rstrip().endswith(("| met |", "| MISSED |"))]
+        assert len(verdicts) == 2, stdout  # PSS and time to writable data (Ray's way not asked)
+
+
+def test_hpo_bench_compares_the_documented_ray_pattern_with_rays_idiom(tmp_path):
+    pytest.importorskip("ray")
+    rows, stdout = _run(tmp_path, "1", "fastidx-mmap,ray,ray-fastidx,fastidx-ray")
+    one_copy = sample_nbytes()
+    by = {r["way"]: r for r in rows}
+    assert set(by) == {"fastidx-mmap", "ray", "ray-fastidx", "fastidx-ray"}
+    assert by["fastidx-ray"]["writable"] and not by["ray"]["writable"]
+    for way in ("ray", "ray-fastidx", "fastidx-ray"):
+        assert by[way]["nbytes"] == one_copy and by[way]["before_pss_mib"] > 0
+        assert by[way]["baseline_mib"] == pytest.approx(
+            by[way]["before_pss_mib"] + one_copy / 2**20)
+    assert any("Ray's with_parameters idiom" in line for line in stdout.splitlines())

@@ -45,7 +45,13 @@ def reference_hash() -> str:
 
 
 def test_tune_search_on_two_nodes_downloads_decodes_and_maps_once_per_node(server, tmp_path):
-    pytest.importorskip("ray.tune")  # in the [test] extra: present wherever the suite is installed
+    if sys.version_info >= (3, 14):  # the [test] extra installs Ray below 3.14 only
+        pytest.skip("Ray has no release for this Python yet")
+    # Never skipped otherwise: the [test] extra installs Ray, so a missing Ray is a failure here
+    # (found without importing it into the test process; the search runs in its own).
+    import importlib.util
+
+    assert importlib.util.find_spec("ray") is not None, 'Ray is missing: pip install -e ".[test]"'
     for i in range(2):
         server.add_dir(f"/node{i}/mnist", MNIST_DIR)
     short = tempfile.mkdtemp(prefix="fxr", dir="/tmp")  # Ray's socket paths must stay < 108 bytes

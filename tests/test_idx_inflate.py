@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastidx
 import reference as ref
@@ -23,6 +25,8 @@ from fastidx._idx import source as idx_source
 CORPUS = Path(__file__).resolve().parent / "corpus"
 HAVE_ISAL = bool(_inflate._igzip())
 needs_isal = pytest.mark.skipif(not HAVE_ISAL, reason="isal is not installed")
+# FASTIDX_INFLATER for each inflater ("isal": the default, ISA-L with zlib judging what it refuses).
+INFLATERS = ("zlib", "isal")
 
 
 def verdict(source_bytes: bytes, monkeypatch, inflater: str, *, kind: str = "bytes", **kwargs):
@@ -37,9 +41,9 @@ def verdict(source_bytes: bytes, monkeypatch, inflater: str, *, kind: str = "byt
 
 
 def same_verdict(data: bytes, monkeypatch, **kwargs):
-    both = [verdict(data, monkeypatch, name, **kwargs) for name in ("zlib", "isal")]
-    assert both[0] == both[1]
-    return both[0]
+    verdicts = [verdict(data, monkeypatch, name, **kwargs) for name in INFLATERS]
+    assert verdicts[0] == verdicts[1]
+    return verdicts[0]
 
 
 def test_choice_follows_the_environment(monkeypatch):
@@ -264,3 +268,111 @@ def test_random_damage_same_verdict(monkeypatch):
         else:
             data[rng.integers(12)] = rng.integers(256)
         same_verdict(bytes(data), monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------------
+# One member, damaged or not, through every inflater
+
+
+def _plain_member_cases(raw: bytes) -> dict:
+    good = ref.gzip_member(raw)
+    hcrc = ref.gzip_member_with_fields(raw, name=b"n", header_crc=True)
+    reserved = bytearray(good)
+    reserved[3] |= 0x20
+    return {
+        "crc": ref.corrupt_crc(good),
+        "isize": ref.corrupt_isize(good),
+        "header crc": hcrc,
+        "reserved flags": bytes(reserved),
+        "method": good[:2] + b"\x07" + good[3:],
+        "second member": good + ref.gzip_member(b"abc"),
+        "empty second member": good + ref.gzip_member(b""),
+        "members": ref.gzip_members(raw, [100]),
+        "zero padding": good + bytes(3),
+        "junk": good + b"junk",
+        "lone 1f": good + b"\x1f",
+        "truncated trailer": good[:-1],
+        "truncated deflate": good[:-9],
+        "deflate damage": good[:40] + bytes([good[40] ^ 0x55]) + good[41:],
+        "short payload": ref.gzip_member(raw[:-1]),
+        "long payload": ref.gzip_member(raw + b"\x00"),
+        "a byte between deflate and trailer": good[:-8] + b"\x00" + good[-8:],
+    }
+
+
+@pytest.mark.parametrize("kind", ["bytes", "file"])
+def test_single_member_damage_same_verdict(kind, monkeypatch):
+    # Whatever inflater runs, the error (or the array) is zlib's.
+    raw = ref.write(np.random.default_rng(2).integers(0, 8, (10, 20, 30), dtype=np.uint8))
+    for label, data in _plain_member_cases(raw).items():
+        result = same_verdict(data, monkeypatch, kind=kind)
+        expected_ok = label in ("members", "empty second member", "zero padding", "header crc")
+        assert (result[0] == "ok") == expected_ok, (label, result)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "file"])
+def test_every_truncation_of_one_member_same_error(kind, monkeypatch):
+    data = ref.gzip_member(_idx_bytes(3000))
+    for cut in range(1, len(data)):
+        assert same_verdict(data[:cut], monkeypatch, kind=kind)[0] != "ok", cut
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.lists(st.integers(0, 40), min_size=1, max_size=3),
+    dtype=st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]),
+    values=st.integers(1, 256),
+    layout=st.sampled_from(["one", "members", "padding", "stored", "fields", "hcrc"]),
+    kind=st.sampled_from(["bytes", "file"]),
+    seed=st.integers(0, 2**16),
+)
+def test_inflaters_bit_identical(shape, dtype, values, layout, kind, seed):
+    x = np.random.default_rng(seed).integers(0, values, shape).astype(dtype)
+    raw = ref.write(x)
+    data = {
+        "one": lambda: ref.gzip_member(raw, level=1 + seed % 9),
+        "members": lambda: ref.gzip_members(raw, [seed % (len(raw) + 1)]),
+        "padding": lambda: ref.gzip_member(raw) + bytes(1 + seed % 5),
+        "stored": lambda: ref.gzip_stored(raw),
+        "fields": lambda: ref.gzip_member_with_fields(raw, extra=b"e", name=b"n", comment=b"c"),
+        "hcrc": lambda: ref.gzip_member_with_fields(raw, header_crc=True),
+    }[layout]()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        result = same_verdict(data, monkeypatch, kind=kind)
+    assert result == ("ok", x.dtype.newbyteorder("=").str, x.shape, x.tobytes())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=3),
+    cut=st.none() | st.integers(0, 2000),
+    tail=st.binary(max_size=10),
+    level=st.integers(0, 9),
+)
+def test_damaged_single_members_same_verdict(edits, cut, tail, level):
+    # One plain member, damaged anywhere: the same verdict from every inflater.
+    raw = ref.write(np.random.default_rng(level).integers(0, 12, (6, 17, 19), dtype=np.uint8))
+    data = bytearray(ref.gzip_member(raw, level=level))
+    for position, value in edits:
+        data[position % len(data)] = value
+    if cut is not None:
+        del data[cut:]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        same_verdict(bytes(data) + tail, monkeypatch)
+
+
+def test_damage_isal_decodes_but_zlib_refuses_gets_zlibs_verdict(monkeypatch):
+    # Found by the test above: ISA-L decodes a damaged dynamic block (an incomplete set of
+    # distance codes) that zlib refuses, and hands out bytes that are no IDX header. The header
+    # error would have been ISA-L's; zlib's GzipError is the verdict, as for every damage.
+    raw = ref.write(np.random.default_rng(4).integers(0, 12, (6, 17, 19), dtype=np.uint8))
+    data = ref.gzip_member(raw, level=4)[:31] + b"\x11\x00\x00\t\t"
+    with pytest.raises(zlib.error, match="invalid distances set"):
+        zlib.decompress(data, 31)
+    for kind in ("bytes", "file"):
+        assert same_verdict(data, monkeypatch, kind=kind)[0] == "GzipError"
+        assert same_verdict(data, monkeypatch, kind=kind, normalize=True)[0] == "GzipError"
+    for inflater in INFLATERS:
+        monkeypatch.setenv(_inflate.ENV_INFLATER, inflater)
+        with pytest.raises(fastidx.GzipError, match="invalid distances set"):
+            fastidx.read_header(data)

@@ -69,6 +69,7 @@ def count_payload(inp: Input, header: Header) -> None:
         while counter.offset < total:
             counter.read_exact(scratch[: min(scratch.shape[0], total - counter.offset)])
     except EndOfInput:
+        counter.zlib_agrees(at_end=True)
         raise IDXTruncatedError(
             inp.name,
             f"{header.describe()} but the stream ends after {counter.offset - header.nbytes}",

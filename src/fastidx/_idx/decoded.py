@@ -99,6 +99,21 @@ class Decoded:
             return out[: end.got]
         return out
 
+    def zlib_agrees(self, at_end: bool = False) -> None:
+        """Before an error about the decoded bytes (a bad IDX header, too few or too many bytes):
+        when ISA-L decoded them, raise zlib's :class:`GzipError` instead if zlib refuses them (or,
+        ``at_end``, when ISA-L found the stream's end there, if zlib refuses what follows). ISA-L
+        accepts some damaged deflate data that zlib refuses (incomplete Huffman codes); zlib's
+        verdict stands, so that zlib reads exactly as far as it would have on its own."""
+        if not isinstance(self._inflater, _inflate.IsalInflater):
+            return
+        self._hand_over_to_zlib()
+        if at_end:
+            try:
+                self.read_exact(np.empty(1, np.uint8))
+            except EndOfInput:
+                pass
+
     def _hand_over_to_zlib(self) -> None:
         """Decode the stream again with zlib from its start, up to where the decoder stands."""
         self._chunks = Replay(self.inp)
@@ -175,6 +190,7 @@ class Decoded:
             else:
                 extra, more = TRAILING_PROBE, True
         if extra:
+            self.zlib_agrees(at_end=not more)
             count = f"at least {extra}" if more else f"{extra}"
             raise IDXTrailingDataError(
                 self.inp.name, f"{header.describe()} but {count} more bytes come after the payload"

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _kernels
 from .._conversion import Conversion
-from .._errors import IDXTruncatedError, source_name
+from .._errors import GzipError, IDXError, IDXTruncatedError, source_name
 from .bounds import check_bounds, count_payload
 from .convert import WORD, map_uint8
 from .decoded import MAP_CHUNK, Decoded, EndOfInput
@@ -31,7 +31,12 @@ def read_header(source) -> Header:
     """Parse only the IDX header of ``source`` (path, bytes-like or binary file)."""
     name = source_name(source)
     with Input(source, name) as inp:
-        return parse_header(Decoded(inp))
+        stream = Decoded(inp)
+        try:
+            return parse_header(stream)
+        except IDXError as exc:
+            _zlib_judges(stream, exc)
+            raise
 
 
 def read_idx(source, *, dtype=None, normalize: bool = False, mean=None, std=None, layout=None,
@@ -112,8 +117,11 @@ class IDXReader:
             self._stream = Decoded(self._input)
             self.header = parse_header(self._stream)
             check_bounds(self._input, self.header)
-        except BaseException:
-            self._input.close()
+        except BaseException as exc:
+            try:
+                _zlib_judges(getattr(self, "_stream", None), exc)
+            finally:
+                self._input.close()
             raise
         shape = self.header.shape
         self.rows = shape[0]
@@ -136,6 +144,7 @@ class IDXReader:
             shape = conversion.shape(header.shape)
             table = conversion.table(header.dtype) if target != header.dtype else None
         except ValueError as exc:
+            _zlib_judges(self._stream, exc)
             raise ValueError(f"{self.name}: {exc}") from None
         if out is not None:
             check_out(out, shape, target, self.name)
@@ -284,6 +293,7 @@ class IDXReader:
         self.row = self._values // self.row_items if self.row_items else self.rows
 
     def _truncated(self) -> IDXTruncatedError:
+        self._stream.zlib_agrees(at_end=True)
         got = self._stream.offset - self.header.nbytes
         return IDXTruncatedError(self.name, f"{self.header.describe()} but the stream ends after {got}")
 
@@ -319,6 +329,17 @@ class IDXReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _zlib_judges(stream: Decoded | None, exc: BaseException) -> None:
+    """``exc`` is about to be raised about what ``stream`` decoded: if zlib refuses those bytes,
+    its :class:`GzipError` is raised instead (see :meth:`Decoded.zlib_agrees`)."""
+    if stream is None or not isinstance(exc, (IDXError, ValueError)) or isinstance(exc, GzipError):
+        return
+    try:
+        stream.zlib_agrees()
+    except GzipError as refused:
+        raise refused from None
 
 
 def _to_native(values: np.ndarray) -> None:

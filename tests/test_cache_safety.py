@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastidx
+import fastidx._lock
 from fastidx import _cache, cache
 from fastidx._errors import CacheDirError, CacheLayoutError, CacheWarning
 from fastidx.datasets import mnist
@@ -455,7 +456,7 @@ def test_a_warm_load_takes_no_lock_and_writes_nothing(data, tmp_path, monkeypatc
 
     stats = []
     real_identity = _cache.identity.stat_identity
-    monkeypatch.setattr(_cache.source.FileLock, "acquire", no_lock)
+    monkeypatch.setattr(fastidx._lock.FileLock, "acquire", no_lock)
     monkeypatch.setattr(_cache.identity, "stat_identity", lambda path: stats.append(path) or real_identity(path))
     x, _ = mnist.load("train", directory, cache_dir=cache_dir, normalize=True)
     assert x.tobytes() == (arrays["train-images-idx3-ubyte.gz"] / np.float32(255)).tobytes()

@@ -127,3 +127,60 @@ def test_a_record_of_another_fastidx_is_ignored(home, monkeypatch):
     again = probe()
     assert "fastidx._fetch" in again["new"]
     assert again["sums"] == expected()
+
+
+DEFAULT_PROBE = """
+import sys, json, threading
+import numpy as np
+from fastidx.datasets import mnist
+from fastidx._cache import identity
+identity.RACY_NS = -(10**18)  # the sources were copied just now: trust the stat index at once
+before = set(sys.modules)
+(x, y), (xt, yt) = mnist.load_data(normalize=True)
+print(json.dumps({"new": sorted(set(sys.modules) - before), "threads": threading.active_count(),
+                  "sums": [float(a.sum(dtype=np.float64)) for a in (x, y, xt, yt)]}))
+"""
+
+# What a warm default load has no use for: building, writing, locking, hashing, logging, pools.
+BUILDING = ("concurrent.futures", "hashlib", "_hashlib", "logging", "secrets", "random", "queue",
+            "atexit", "fastidx._cache.writer", "fastidx._atomic", "fastidx._lock", "fcntl")
+
+
+def test_a_warm_default_load_imports_nothing_it_does_not_use_and_leaves_no_thread(home):
+    def run():
+        done = subprocess.run([sys.executable, "-W", "error", "-c", DEFAULT_PROBE],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    first = run()  # builds the frames entries (writer, locks, hashing)
+    assert "fastidx._cache.writer" in first["new"]
+    warm = run()
+    assert not [m for m in warm["new"] if m in BUILDING or m.startswith(BUILDING)], warm["new"]
+    assert warm["threads"] == 1  # the decode threads are gone, and no pool waits for work
+    assert warm["sums"] == first["sums"]
+
+
+def test_in_parallel_runs_every_item_once_and_raises_the_first_failure():
+    import threading
+
+    from fastidx._cache.frames import in_parallel
+
+    seen, lock = [], threading.Lock()
+
+    def work(i):
+        with lock:
+            seen.append(i)
+
+    in_parallel(work, range(50), 4)
+    assert sorted(seen) == list(range(50))
+
+    def failing(i):
+        if i in (3, 7):
+            raise ValueError(f"item {i}")
+
+    for _ in range(10):
+        before = threading.active_count()
+        with pytest.raises(ValueError, match="item 3"):
+            in_parallel(failing, range(8), 3)
+        assert threading.active_count() == before  # every helper joined

@@ -11,7 +11,6 @@ from __future__ import annotations
 import mmap as _mmap
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +29,44 @@ def _threads() -> int:
     from .._cpus import budget
 
     return min(budget(), 8)
+
+
+def in_parallel(work, todo, threads: int) -> None:
+    """``work(i)`` for each ``i`` of ``todo`` on ``threads`` threads, this one included; the
+    error of the lowest ``i`` that failed is raised once every thread has stopped.
+
+    Threads per load, not a pool per process: their stacks go when the load is done instead of
+    staying in every trial of a search (and ``concurrent.futures`` is not imported: 1 MiB).
+    """
+    items = iter(todo)
+    take = threading.Lock()
+    failed: list = []
+    stop = False
+
+    def run():
+        while not stop and not failed:
+            with take:
+                i = next(items, None)
+            if i is None:
+                return
+            try:
+                work(i)
+            except BaseException as exc:  # noqa: B036 - handed to the calling thread
+                failed.append((i, exc))
+                return
+
+    helpers = [threading.Thread(target=run, name="fastidx-decode") for _ in range(threads - 1)]
+    try:
+        for helper in helpers:
+            helper.start()
+        run()
+    finally:
+        stop = True
+        for helper in helpers:
+            if helper.ident is not None:
+                helper.join()
+    if failed:
+        raise min(failed, key=lambda item: item[0])[1]
 
 
 def _decompress_into(dctx, frame, dst: np.ndarray) -> None:
@@ -143,16 +180,9 @@ class Frames:
             if len(todo) == 1:
                 work(first)
                 return
-            # A pool per load, not per process: its threads' stacks and malloc arenas (about
-            # 2 MiB) go when the load is done instead of staying in every trial of a search.
-            pool = ThreadPoolExecutor(min(_threads(), len(todo)), thread_name_prefix="fastidx-decode")
-            try:
-                for future in [pool.submit(work, i) for i in todo]:
-                    future.result()
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+            in_parallel(work, todo, min(_threads(), len(todo)))
         finally:
-            self._states = {}  # the pool's threads keep nothing of this load
+            self._states = {}  # the threads keep nothing of this load
 
     def iter_rows(self, start: int, stop: int):
         """``(row0, bytes)`` for each frame covering ``[start, stop)``, decoded one at a time."""

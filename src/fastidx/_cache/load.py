@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import TYPE_CHECKING
 
 from .._memlimit import check_budget
@@ -52,9 +53,10 @@ def load_array(path: Path, select, *, place: Place | None = None, conv=None, upr
     if not place.cache:
         return stream_source(path, upright=upright, make_output=make_output).array, total["n"]
     from .source import Source
-    from .writer import report_failures
 
-    report_failures()
+    writer = sys.modules.get(f"{__package__}.writer")  # none ran in this process if not imported
+    if writer is not None:
+        writer.report_failures()
     source = Source(path, upright=upright, cache_dir=place.cache_dir, dataset=place.dataset)
     if place.mmap:
         mapped = _mapped(source, conv, select)

@@ -6,17 +6,21 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._errors import CacheDirError, warn_cache
-from .._atomic import atomic_write, new_temp
-from .._lock import FileLock
 from . import identity
 from .frames import Frames
 from .format import KIND_RAW, CorruptEntry, entry_name, open_header, raw_name
 from .layout import decoded_dir, own_dir, reclaim_temps, unwritable
 from .raw import check_raw, stamp_raw, write_raw
 from .stream import Output, stream_source
-from .writer import EntryWriter, HashingReader, enforce_budget, frames_meta
+
+if TYPE_CHECKING:
+    from .._lock import FileLock
+
+# A warm load (everything in place) imports neither the writer, the lock nor the temporary
+# files: they are imported where something is built.
 
 _LOCK_TIMEOUT = 600.0
 
@@ -81,6 +85,8 @@ class Source:
             return None
         try:
             own_dir(writable_dir(self.directory), create=False)
+            from .._lock import FileLock
+
             lock = FileLock(own_dir(self.directory / "locks") / f"{name}.lock")
             if lock.acquire(_LOCK_TIMEOUT):
                 reclaim_temps(self.directory, name)
@@ -171,6 +177,9 @@ class Source:
         caller holds ``lock``. The entry is compressed and written on a background thread that
         owns the lock from then on (``wait``: until it is done; False if it failed). Unless
         ``hashed``, the writer hashes the source and names the entry."""
+        from .._atomic import new_temp
+        from .writer import EntryWriter, HashingReader, frames_meta
+
         self._warn()
         writer = None
         source = self.path if hashed else HashingReader(self.path)
@@ -256,6 +265,9 @@ class Source:
                 if opened is None:
                     self._warn()
                     target, table = convert(frames.header.dtype)
+                    from .._atomic import atomic_write
+                    from .writer import enforce_budget
+
                     with atomic_write(path) as f:
                         write_raw(f, frames, target, table, conversion, options)
                     stamp_raw(path)

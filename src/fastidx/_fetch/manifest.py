@@ -12,12 +12,17 @@ parser is ignored: it costs one re-hash of each file, then it is written afresh.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from pathlib import Path
 
-log = logging.getLogger("fastidx._fetch")
+
+
+def _log(message: str, *args) -> None:
+    """``logging`` is imported only when there is something to say (a warm load has nothing)."""
+    import logging
+
+    logging.getLogger("fastidx._fetch").info(message, *args)
 
 MANIFEST_NAME = "fetch-manifest.json"
 _VERSION = 1
@@ -50,10 +55,10 @@ class Manifest:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, RecursionError) as exc:  # RecursionError: hostile nesting
-            log.info("ignoring unreadable %s: %s", self.path, type(exc).__name__)
+            _log("ignoring unreadable %s: %s", self.path, type(exc).__name__)
             return {}
         if not isinstance(data, dict) or data.get("version") != _VERSION or not isinstance(data.get("files"), dict):
-            log.info("ignoring %s: not a fastidx manifest", self.path)
+            _log("ignoring %s: not a fastidx manifest", self.path)
             return {}
         return {k: v for k, v in data["files"].items() if isinstance(k, str) and isinstance(v, dict)}
 
@@ -133,6 +138,6 @@ class Manifest:
         except OSError as exc:  # LockTimeout and CacheDirError are OSErrors too
             if os.path.islink(lock_path(self.path)):
                 raise  # a planted symlink: the user must hear of it (CacheDirError naming it)
-            log.info("could not update %s: %s", self.path, exc)
+            _log("could not update %s: %s", self.path, exc)
             return
         self._changes.clear()

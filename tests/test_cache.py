@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cache_data
 import fastidx
 from fastidx import _cache, cache
 from fastidx.cache import CacheWarning, MemoryLimitError
@@ -22,23 +23,7 @@ SHAPE = (7, 5)  # small, non-square images: a transposition or layout mix-up sho
 
 def write_dataset(directory: Path, n_train=300, n_test=50, seed=0, names=None) -> dict:
     """Official-name gz IDX files in ``directory``; returns the arrays written."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train_images": rng.integers(0, 256, (n_train, *SHAPE), dtype=np.uint8),
-        "train_labels": rng.integers(0, 10, n_train, dtype=np.uint8),
-        "test_images": rng.integers(0, 256, (n_test, *SHAPE), dtype=np.uint8),
-        "test_labels": rng.integers(0, 10, n_test, dtype=np.uint8),
-    }
-    names = names or {
-        "train_images": "train-images-idx3-ubyte.gz",
-        "train_labels": "train-labels-idx1-ubyte.gz",
-        "test_images": "t10k-images-idx3-ubyte.gz",
-        "test_labels": "t10k-labels-idx1-ubyte.gz",
-    }
-    for role, array in arrays.items():
-        fastidx.write_idx(directory / names[role], array)
-    return arrays
+    return cache_data.write_dataset(directory, SHAPE, n_train, n_test, seed, names)
 
 
 @pytest.fixture
@@ -296,12 +281,18 @@ DAMAGE = [_truncate, _junk, _empty, _wrong_version, _flip_frame_byte, _flip_head
           _swap_frames]
 
 
-@pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__.strip("_"))
-def test_a_damaged_entry_is_rebuilt_with_a_warning(data, tmp_path, damage):
+def _built(data, tmp_path, suffix=".fidx", **options):
+    """``(directory, arrays, cache_dir, file)``: the train split loaded once with ``options``
+    (its cache file built), ``file`` the cache file ending with ``suffix``."""
     directory, arrays = data
     cache_dir = tmp_path / "c"
-    mnist.load("train", directory, cache_dir=cache_dir)
-    entry = _entry(cache_dir)
+    mnist.load("train", directory, cache_dir=cache_dir, **options)
+    return directory, arrays, cache_dir, _entry(cache_dir, suffix)
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=lambda f: f.__name__.strip("_"))
+def test_a_damaged_entry_is_rebuilt_with_a_warning(data, tmp_path, damage):
+    directory, arrays, cache_dir, entry = _built(data, tmp_path)
     damage(entry)
     with pytest.warns(CacheWarning, match="rebuilding it from the source"):
         x, y = mnist.load("train", directory, cache_dir=cache_dir, normalize=True)
@@ -317,20 +308,15 @@ def test_a_damaged_entry_is_rebuilt_with_a_warning(data, tmp_path, damage):
 @pytest.mark.parametrize("damage", [_truncate, _junk, _wrong_version, _flip_header_byte],
                          ids=lambda f: f.__name__.strip("_"))
 def test_a_damaged_uncompressed_file_is_rebuilt_with_a_warning(data, tmp_path, damage):
-    directory, arrays = data
-    cache_dir = tmp_path / "c"
-    mnist.load("train", directory, cache_dir=cache_dir, mmap=True, normalize=True)
-    damage(_entry(cache_dir, ".raw"))
+    directory, arrays, cache_dir, raw = _built(data, tmp_path, ".raw", mmap=True, normalize=True)
+    damage(raw)
     with pytest.warns(CacheWarning):
         x, _ = mnist.load("train", directory, cache_dir=cache_dir, mmap=True, normalize=True)
     assert_same(x, arrays["train_images"] / np.float32(255))
 
 
 def test_verify_finds_a_flipped_payload_byte_that_mmap_does_not_check(data, tmp_path):
-    directory, arrays = data
-    cache_dir = tmp_path / "c"
-    mnist.load("train", directory, cache_dir=cache_dir, mmap=True)
-    raw = _entry(cache_dir, ".raw")
+    directory, arrays, cache_dir, raw = _built(data, tmp_path, ".raw", mmap=True)
     blob = bytearray(raw.read_bytes())
     blob[-1] ^= 1
     raw.write_bytes(bytes(blob))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cache_data
 import fastidx
 from fastidx import _cache
 from fastidx._errors import CacheWarning
@@ -21,17 +22,8 @@ SHAPE = (10, 10)
 
 
 def write_dataset(directory: Path, n: int) -> dict:
-    rng = np.random.default_rng(7)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {  # random pixels: they do not compress, so their entries really need the space
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8),
-        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n, dtype=np.uint8),
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n // 5, *SHAPE), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, n // 5, dtype=np.uint8),
-    }
-    for name, array in arrays.items():
-        fastidx.write_idx(directory / name, array)
-    return arrays
+    # random pixels: they do not compress, so their entries really need the space
+    return cache_data.write_dataset(directory, SHAPE, n, n // 5, seed=7)
 
 
 def _mount(*args) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import cache_data
 import fastidx
 import fastidx._lock
 from fastidx import _cache, cache
@@ -25,17 +26,7 @@ VICTIM = b"precious data outside the cache\n"
 
 
 def write_dataset(directory: Path, n=120, seed=0) -> dict:
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8),
-        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n, dtype=np.uint8),
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (n // 4, *SHAPE), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, n // 4, dtype=np.uint8),
-    }
-    for name, array in arrays.items():
-        fastidx.write_idx(directory / name, array)
-    return arrays
+    return cache_data.write_dataset(directory, SHAPE, n, n // 4, seed)
 
 
 @pytest.fixture

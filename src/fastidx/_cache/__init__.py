@@ -33,7 +33,8 @@ The modules, one concern each (importing this package imports none of them):
 - :mod:`.stream` — decoding a source once into an output array and/or a writer;
 - :mod:`.writer` — the background writer of frames entries, and its failures;
 - :mod:`.source` — one source file's entries, built once across threads and processes;
-- :mod:`.load` — :func:`load_array`, the loaders' entry point.
+- :mod:`.load` — :func:`load_array`, the loaders' entry point;
+- :mod:`.tree` — the directories as :mod:`fastidx.cache` manages them (no symlink followed).
 
 Batching lives in :mod:`fastidx.datasets._batches`; the memory budget of a call in
 :mod:`fastidx._memlimit`; size budget and pruning in :mod:`fastidx.cache`.

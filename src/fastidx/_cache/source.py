@@ -76,6 +76,13 @@ class Source:
             warn_cache(f"fastidx cache file {damaged[0]} is unusable ({damaged[1]}) and cannot be "
                        f"rebuilt ({cannot_write}); loading without the cache")
 
+    def _cannot_write(self, exc: OSError, what: str) -> None:
+        """Warn that the cache cannot be written (this load then only reads); raise ``exc`` if
+        it is not that kind of error (see :func:`.layout.unwritable`)."""
+        if not unwritable(exc):
+            raise exc
+        self._warn(f"{what} ({exc.strerror or exc})")
+
     def _lock(self, name: str) -> FileLock | None:
         """The build lock of ``name``, held (stale temporary files of ``name`` reclaimed); None
         when the cache cannot be written (warned). A symlink in the layout raises."""
@@ -191,10 +198,7 @@ class Source:
             try:
                 fd, tmp = new_temp(self.directory / self.frames_key)
             except OSError as exc:
-                if not unwritable(exc):
-                    raise
-                self._warn(f"could not create a cache file in {self.directory} "
-                           f"({exc.strerror or exc})")
+                self._cannot_write(exc, f"could not create a cache file in {self.directory}")
                 return None
             meta = frames_meta(header, digest, self.variant, self.path, self.dataset)
             writer = EntryWriter(lock, fd, tmp, final, header, meta, None if hashed else (
@@ -276,10 +280,7 @@ class Source:
             finally:
                 lock.release()
         except OSError as exc:
-            if not unwritable(exc):
-                raise
-            self._warn(f"could not write the uncompressed cache file {path} "
-                       f"({exc.strerror or exc})")
+            self._cannot_write(exc, f"could not write the uncompressed cache file {path}")
             return None
         finally:
             frames.close()

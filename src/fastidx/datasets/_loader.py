@@ -17,12 +17,12 @@ import numpy as np
 
 from .._errors import CacheWarning, DatasetNotFoundError, IDXError, one_warning_per_call
 from ._docs import documented
+from ._splits import SPLITS, parse_split  # noqa: F401 (parse_split: also reached from here)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 ROLES = ("train_images", "train_labels", "test_images", "test_labels")
-SPLITS = {"train": ("train_images", "train_labels"), "test": ("test_images", "test_labels")}
 NPZ_KEYS = {"train_images": "x_train", "train_labels": "y_train",
             "test_images": "x_test", "test_labels": "y_test"}
 
@@ -82,55 +82,6 @@ def check_pair(images: str, x_shape, labels: str, y_shape) -> None:
         )
     if x_shape[0] != y_shape[0]:
         raise IDXError(images, f"holds {x_shape[0]} images but {labels} holds {y_shape[0]} labels")
-
-
-_BOUND = r"\s*([+-]?\d+)\s*(%?)\s*"
-_SPLIT = re.compile(rf"\s*(\w+)\s*(?:\[(?:{_BOUND})?:(?:{_BOUND})?\]\s*)?")
-_SPLIT_HELP = (
-    "'train' or 'test', optionally sliced like 'train[:6000]', 'train[10%:20%]' or 'test[-1000:]' "
-    "(integer row numbers or whole percentages from -100% to 100%)"
-)
-
-
-def parse_split(split, dataset: str = "dataset"):
-    """``(split name, select)`` where ``select(n)`` gives the ``(start, stop)`` rows of a slice.
-
-    >>> name, select = parse_split("train[10%:-1000]")
-    >>> name, select(60000)
-    ('train', (6000, 59000))
-    """
-    if not isinstance(split, str):
-        raise TypeError(f"{dataset}: split must be a string such as 'train', not {split!r}")
-    match = _SPLIT.fullmatch(split)
-    if match is None or match.group(1) not in SPLITS:
-        raise ValueError(f"{dataset}: bad split {split!r}: expected {_SPLIT_HELP}")
-    name, a, a_pct, b, b_pct = match.groups()
-    bounds = []
-    for value, pct in ((a, a_pct), (b, b_pct)):
-        if value is None:
-            bounds.append(None)
-            continue
-        value = int(value)
-        if pct and not -100 <= value <= 100:
-            raise ValueError(
-                f"{dataset}: bad split {split!r}: percentages run from -100% to 100%, not {value}%"
-            )
-        bounds.append((value, bool(pct)))
-
-    def select(n: int) -> tuple[int, int]:
-        from fractions import Fraction
-
-        def absolute(bound):
-            if bound is None:
-                return None
-            value, pct = bound
-            # round(Fraction) is exact and rounds ties to even, like TFDS's round(pct * n / 100).
-            return round(Fraction(value * n, 100)) if pct else value
-
-        start, stop, _ = slice(absolute(bounds[0]), absolute(bounds[1])).indices(n)
-        return start, max(start, stop)
-
-    return name, select
 
 
 def one_hot_rows(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -504,7 +455,7 @@ class Dataset:
         import zlib
 
         from .. import _idx
-        from ._npz import NpyMember
+        from ._npz import NpyMember, bytes_needed, upright
 
         keys = (f"x_{split}", f"y_{split}")
         try:
@@ -513,18 +464,8 @@ class Dataset:
                 xm, ym = members
                 check_pair(f"{file}[{xm.key}]", xm.shape, f"{file}[{ym.key}]", ym.shape)
                 start, stop = select(xm.shape[0])
-                rows = stop - start
-                converted = 0
-                if conversion is not None:
-                    try:
-                        target = conversion.target(xm.dtype.newbyteorder("="))
-                        conversion.shape(xm.shape)
-                    except ValueError as exc:
-                        raise ValueError(f"{file}[{xm.key}]: {exc}") from None
-                    if target != xm.dtype:
-                        converted = rows * xm.row_items * target.itemsize
-                hot = rows * len(self.class_names) * 4 if one_hot else 0
-                need = rows * (xm.row_bytes + ym.row_bytes) + converted + hot + xm.fortran_bytes
+                hot = len(self.class_names) * 4 if one_hot else 0
+                need = bytes_needed(xm, ym, stop - start, conversion, hot)
                 check_budget(need, max_memory, f"{self.name} arrays from {file.name}")
                 y = ym.read(start, stop)
                 if one_hot:
@@ -534,19 +475,10 @@ class Dataset:
                 RuntimeError) as exc:  # damaged, truncated, encrypted or exotic archives
             raise IDXError(str(file), f"cannot be read as an .npz archive: {exc}") from None
         if self.spec.transposed and not raw and x.ndim == 3:
-            _upright(x)
+            upright(x)
         if conversion is not None:
             x = _idx.convert_uint8(x, conversion)
         return x, (one_hot_rows(y, len(self.class_names)) if one_hot else y)
-
-
-def _upright(x: np.ndarray) -> np.ndarray:
-    """EMNIST stores every image transposed; put them upright in place, a block at a time."""
-    block = 4096
-    for start in range(0, x.shape[0], block):
-        part = x[start : start + block]
-        part[...] = part.transpose(0, 2, 1).copy()
-    return x
 
 
 def _is_bare_npz_name(text: str) -> bool:

@@ -93,3 +93,28 @@ class NpyMember:
                                                f"{offset - self.offset + done} of its bytes")
             view[done : done + len(chunk)] = chunk
             done += len(chunk)
+
+
+def bytes_needed(xm: NpyMember, ym: NpyMember, rows: int, conversion, hot_row_bytes: int) -> int:
+    """What reading ``rows`` rows of images ``xm`` and labels ``ym`` takes: both arrays, the
+    converted images (``conversion`` checked against the stored dtype first), one-hot rows of
+    ``hot_row_bytes``, a Fortran-order member's transposition."""
+    converted = 0
+    if conversion is not None:
+        try:
+            target = conversion.target(xm.dtype.newbyteorder("="))
+            conversion.shape(xm.shape)
+        except ValueError as exc:
+            raise ValueError(f"{xm.file}[{xm.key}]: {exc}") from None
+        if target != xm.dtype:
+            converted = rows * xm.row_items * target.itemsize
+    return rows * (xm.row_bytes + ym.row_bytes + hot_row_bytes) + converted + xm.fortran_bytes
+
+
+def upright(x: np.ndarray) -> np.ndarray:
+    """EMNIST stores every image transposed; put them upright in place, a block at a time."""
+    block = 4096
+    for start in range(0, x.shape[0], block):
+        part = x[start : start + block]
+        part[...] = part.transpose(0, 2, 1).copy()
+    return x

@@ -106,8 +106,8 @@ def test_no_cgroup_files_is_no_limit(tmp_path, files):
 
 
 def test_auto_refuses_before_allocating_and_names_the_limit(tmp_path, monkeypatch):
-    # 4.5 MiB available, 4 MiB of which are kept for working buffers: 0.5 MiB for the arrays.
-    v1(tmp_path / "root", limit=32 * MiB, usage=27 * MiB + MiB // 2)
+    # 6.5 MiB available, 6 MiB of which are kept for working buffers: 0.5 MiB for the arrays.
+    v1(tmp_path / "root", limit=32 * MiB, usage=25 * MiB + MiB // 2)
     monkeypatch.setattr(_memlimit, "_ROOT", str(tmp_path / "root"))
     for max_memory in ("auto", None):  # None, the default, is "auto"
         with pytest.raises(MemoryLimitError) as caught:

@@ -39,19 +39,20 @@ _BACKLOG = 64 << 20
 
 
 def _backlog(chunk_bytes: int) -> int:
-    """:data:`_BACKLOG`, or under a memory cgroup an eighth of what it still allows (at least two
-    chunks): a first load in a 32 MiB container must not queue more than it can hold."""
+    """:data:`_BACKLOG`, or under a memory cgroup one chunk: the rows a first load decodes only
+    for the cache (those outside a slice) then take three chunk buffers at most (one queued, one
+    being compressed, one being decoded), a working set that ``max_memory="auto"``'s reserve
+    covers. (An eighth of the free memory, at least two chunks, got slices that "auto" allowed
+    OOM-killed: 4-6 MiB of buffers at 32-64 MiB, beyond the 4 MiB reserve.)"""
     from .. import _memlimit
 
-    found = _memlimit.available()
-    if found is None:
-        return _BACKLOG
-    return min(_BACKLOG, max(2 * chunk_bytes, found[0] // 8))
+    return _BACKLOG if _memlimit.available() is None else chunk_bytes
+
+
 #: Cache-writing failures of background writers, reported (once each) by the next load.
 _failures: list[str] = []
 _writers: list = []
 _registered: list = []
-
 
 
 class _Hasher:

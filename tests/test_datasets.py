@@ -525,6 +525,30 @@ def test_public_loaders_have_real_signatures_and_docstrings(module, name):
         func("train", 4, colour=1) if name == "iter_batches" else func(colour=1)
 
 
+@pytest.mark.parametrize("split", emnist.SPLITS)
+def test_emnist_functions_are_the_splits_own(split):
+    """Each EMNIST split's functions are named for it (an unknown keyword's TypeError says
+    ``letters.load_data()``, not ``Dataset.load_data()``), with the signature of Dataset's
+    methods, ``raw`` included, and docstrings giving the split's own shapes and classes."""
+    import inspect
+
+    dataset = getattr(emnist, split)
+    assert isinstance(dataset, fastidx.datasets.Dataset) and dataset.name == f"emnist_{split}"
+    for name in ("load_data", "load", "iter_batches"):
+        func = getattr(dataset, name)
+        method = inspect.signature(getattr(fastidx.datasets.Dataset, name))
+        expected = [p for p in method.parameters.values() if p.name != "self"]
+        assert list(inspect.signature(func).parameters.values()) == expected
+        doc = inspect.getdoc(func)
+        assert f"EMNIST {split}" in doc and "\nraw : " in doc and f"emnist.{split}.{name}(" in doc
+        with pytest.raises(TypeError, match=rf"^{split}\.{name}\(\) got an unexpected keyword "
+                                            rf"argument 'colour'"):
+            func("train", 4, colour=1) if name == "iter_batches" else func(colour=1)
+    rows = dataset.spec.splits
+    doc = inspect.getdoc(dataset.load_data)
+    assert f"({rows['train']}, 28, 28)" in doc and f"({rows['test']}, 28, 28)" in doc
+
+
 def test_module_docstrings_state_the_dataset():
     assert "CC BY-SA 3.0" in mnist.__doc__ and "(60000, 28, 28)" in mnist.__doc__
     assert "MIT" in fashion_mnist.__doc__
@@ -549,7 +573,8 @@ def test_import_fastidx_datasets_imports_nothing_heavy():
     new = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout.split())
     allowed = {"__future__", "fastidx", "fastidx._errors", "fastidx.datasets",
-               "fastidx.datasets._loader", "fastidx.datasets._docs", "fastidx.datasets._splits", "fastidx.datasets.emnist",
+               "fastidx.datasets._loader", "fastidx.datasets._docs", "fastidx.datasets._splits",
+               "fastidx.datasets._public", "fastidx.datasets.emnist",
                "fastidx.datasets.fashion_mnist", "fastidx.datasets.kmnist", "fastidx.datasets.mnist"}
     assert new <= allowed, sorted(new - allowed)
     # ... and every public name still works.

@@ -154,16 +154,18 @@ def fetch(dataset, *, cache_dir=None, mirrors=None, progress=None, offline=None)
     warm = _warm(spec, root, manifest)
     if warm is not None:
         return warm
-    if offline is None:
-        offline = env_flag(ENV_OFFLINE)
-        offline_how = f"{ENV_OFFLINE}={os.environ.get(ENV_OFFLINE)}"
-    else:
-        offline_how = f"offline={bool(offline)}"
-    if progress is None:
-        progress = stderr_is_tty()
+    offline, offline_how = _offline(offline)
+    progress = stderr_is_tty() if progress is None else progress
     from .fetcher import Fetcher
 
-    return Fetcher(spec, root, manifest, bases, bool(offline), offline_how, bool(progress)).run()
+    return Fetcher(spec, root, manifest, bases, offline, offline_how, bool(progress)).run()
+
+
+def _offline(offline) -> tuple[bool, str]:
+    """``offline=`` (default ``$FASTIDX_OFFLINE``), and how it was set, for messages."""
+    if offline is None:
+        return env_flag(ENV_OFFLINE), f"{ENV_OFFLINE}={os.environ.get(ENV_OFFLINE)}"
+    return bool(offline), f"offline={bool(offline)}"
 
 
 def _warm(spec, root: Path, manifest: Manifest) -> dict[str, Path] | None:

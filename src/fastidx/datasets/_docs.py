@@ -87,10 +87,7 @@ def documented(func):
              if name != "self"]
     body = [line for line in doc.splitlines()[1:] if line.strip()]
     indent = min((len(line) - len(line.lstrip()) for line in body), default=0) * " "
-    lines = ["Parameters", "----------"]
-    for name in names:
-        lines.extend(f"{name} : {PARAMETERS[name]}".splitlines())
-    section = "".join(f"{indent}{line}\n" for line in lines) + "\n"
+    section = _section(tuple(names), indent)
     for heading in ("Returns", "Examples", "Example"):
         at = doc.find(f"\n{indent}{heading}\n")
         if at >= 0:
@@ -98,3 +95,18 @@ def documented(func):
             return func
     func.__doc__ = doc.rstrip() + "\n\n" + section
     return func
+
+
+_SECTIONS: dict[tuple[tuple[str, ...], str], str] = {}
+
+
+def _section(names: tuple[str, ...], indent: str) -> str:
+    """The ``Parameters`` section of ``names``, made once per list of names (every dataset's
+    ``load_data`` shares one)."""
+    key = (names, indent)
+    if key not in _SECTIONS:
+        lines = ["Parameters", "----------"]
+        for name in names:
+            lines.extend(f"{name} : {PARAMETERS[name]}".splitlines())
+        _SECTIONS[key] = "".join(f"{indent}{line}\n" for line in lines) + "\n"
+    return _SECTIONS[key]

@@ -28,18 +28,68 @@ NIST stores the images transposed; fastidx returns them upright like every other
 splits), downloaded once and verified by its SHA-256.
 
 Each split is a :class:`fastidx.datasets.Dataset` whose ``load_data``, ``load`` and
-``iter_batches`` take the parameters of ``mnist``'s functions plus ``raw``.
+``iter_batches`` are functions of their own (``emnist.letters.load_data``: real signatures, the
+split's docstrings) taking the parameters of ``mnist``'s functions plus ``raw``.
 """
 
+from typing import TYPE_CHECKING
+
 from ._loader import Dataset
+from ._public import functions
 
 __all__ = ["SPLITS", "balanced", "byclass", "bymerge", "digits", "letters", "mnist"]
 
-byclass = Dataset("emnist_byclass")
-bymerge = Dataset("emnist_bymerge")
-balanced = Dataset("emnist_balanced")
-letters = Dataset("emnist_letters")
-digits = Dataset("emnist_digits")
-mnist = Dataset("emnist_mnist")
-
 SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
+
+# split: train rows, test rows, labels, classes (as the table above says).
+_FACTS = {
+    "byclass": (697_932, 116_323, "0-61", "62 classes: digits 0-9, A-Z, a-z"),
+    "bymerge": (697_932, 116_323, "0-46", "47 classes: digits, A-Z, and a b d e f g h n q r t "
+                                          "(the other lowercase letters merged with their capitals)"),
+    "balanced": (112_800, 18_800, "0-46", "47 classes, as bymerge, the same number of images each"),
+    "letters": (124_800, 20_800, "1-26", 'labels 1 (a/A) to 26 (z/Z); ``class_names[0]`` is "N/A"'),
+    "digits": (240_000, 40_000, "0-9", "the digits 0-9"),
+    "mnist": (60_000, 10_000, "0-9", "the digits 0-9, in MNIST's sizes"),
+}
+
+
+def _split(split: str) -> Dataset:
+    """The split's :class:`Dataset`, with ``load_data``, ``load`` and ``iter_batches`` functions
+    of its own, named ``<split>.load_data`` ...: an unknown keyword's ``TypeError`` names the
+    EMNIST function (not ``Dataset.load_data``), and the docstrings give the split's shapes."""
+    train, test, labels, classes = _FACTS[split]
+    dataset = Dataset(f"emnist_{split}")
+    dataset.load_data, dataset.load, dataset.iter_batches = functions(dataset, __name__, {
+        "title": f"EMNIST {split}", "call": f"emnist.{split}", "train": train, "test": test,
+        "labels": labels, "images": "upright (``raw=True``: as NIST stores them)",
+        "summary": f"The {split} split of EMNIST: {train:,} 28x28 grayscale training images of "
+                   f"handwritten\n    characters and a test set of {test:,} (Cohen et al., 2017).",
+        "classes": f"The classes (``class_names[y]``): {classes}.",
+        "licence": _LICENCE, "licence_line": "EMNIST, NIST Special Database 19 (no copyright in the US)",
+    }, prefix=f"{split}.", raw=True)
+    return dataset
+
+
+_LICENCE = """EMNIST (Cohen, Afshar, Tapson and van Schaik, "EMNIST: an extension of MNIST to
+    handwritten letters", 2017) is converted from NIST Special Database 19, which NIST publishes
+    with no copyright restriction in the United States (a U.S. Government work)."""
+
+if TYPE_CHECKING:  # made on first use (see __getattr__); declared here for type checkers
+    byclass: Dataset
+    bymerge: Dataset
+    balanced: Dataset
+    letters: Dataset
+    digits: Dataset
+    mnist: Dataset
+
+
+def __getattr__(name):
+    # Each split's functions are built on first use, so that importing this module stays cheap.
+    if name in SPLITS:
+        dataset = globals().setdefault(name, _split(name))
+        return dataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *SPLITS})

@@ -3,40 +3,29 @@
 Fashion-MNIST by Zalando Research, MIT licence. A drop-in replacement for MNIST.
 
 >>> from fastidx.datasets import fashion_mnist
->>> (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()  # doctest: +SKIP
->>> x_train.shape, x_train.dtype, y_train.shape                # doctest: +SKIP
-((60000, 28, 28), dtype('uint8'), (60000,))
+>>> fashion_mnist.class_names[9]
+'Ankle boot'
+>>> x, y = fashion_mnist.load("test[:100]", normalize=True)  # doctest: +SKIP
 
-With the default options the arrays are exactly those of ``keras.datasets.fashion_mnist.load_data()``
-(except that they are writable). Every option is described in each function's docstring; the
-README's "Keras compatibility" section lists the remaining differences from Keras.
+``load_data()`` takes every option of ``mnist.load_data()``, where Keras's takes none; with the
+defaults it returns the arrays of ``keras.datasets.fashion_mnist.load_data()``, writable where
+Keras's are read-only (the README's "Keras compatibility" has the rest).
 """
 
-from ._docs import documented
 from ._loader import Dataset
+from ._public import functions
 
 __all__ = ["class_names", "iter_batches", "load", "load_data"]
 
 _dataset = Dataset("fashion_mnist")
 
-
-@documented
-def load_data(path=None, *, dtype=None, normalize=False, mean=None, std=None, layout=None,
-              one_hot=False, cache=True, cache_dir=None, mmap=False, max_memory=None,
-              mirrors=None, progress=None, shard=None):
-    """Load the Fashion-MNIST dataset: ``(x_train, y_train), (x_test, y_test)``.
-
-    60,000 28x28 grayscale images of 10 fashion categories, and a test set of 10,000 images;
-    a drop-in replacement for MNIST.
-
-    With the default options, as ``keras.datasets.fashion_mnist.load_data()`` returns them:
-
-    - ``x_train``: uint8 array of shape (60000, 28, 28), grayscale pixels 0-255;
-    - ``y_train``: uint8 array of shape (60000,), labels 0-9;
-    - ``x_test``: uint8 array of shape (10000, 28, 28);
-    - ``y_test``: uint8 array of shape (10000,).
-
-    The classes (``class_names[y]``):
+# What the docstrings of load_data, load and iter_batches say (templates in _public.py).
+load_data, load, iter_batches = functions(_dataset, __name__, {
+    "title": "Fashion-MNIST",
+    "keras": "fashion_mnist",
+    "summary": """60,000 28x28 grayscale images of 10 fashion categories, and a test set of 10,000
+    images; a drop-in replacement for MNIST.""",
+    "classes": """The classes (``class_names[y]``):
 
     - 0: T-shirt/top
     - 1: Trouser
@@ -47,81 +36,11 @@ def load_data(path=None, *, dtype=None, normalize=False, mean=None, std=None, la
     - 6: Shirt
     - 7: Sneaker
     - 8: Bag
-    - 9: Ankle boot
-
-    Returns
-    -------
-    ((numpy.ndarray, numpy.ndarray), (numpy.ndarray, numpy.ndarray))
-        ``(x_train, y_train), (x_test, y_test)``.
-
-    Examples
-    --------
-    >>> from fastidx.datasets import fashion_mnist
-    >>> (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data()  # doctest: +SKIP
-    >>> assert x_train.shape == (60000, 28, 28) and y_train.shape == (60000,)  # doctest: +SKIP
-    >>> (x, y), _ = fashion_mnist.load_data(normalize=True, layout="NHWC")  # doctest: +SKIP
-    >>> x.shape, x.dtype                                          # doctest: +SKIP
-    ((60000, 28, 28, 1), dtype('float32'))
-
-    License
-    -------
-    The copyright for Fashion-MNIST is held by Zalando SE. Fashion-MNIST is licensed under
-    the MIT licence (https://github.com/zalandoresearch/fashion-mnist/blob/master/LICENSE).
-    """
-    return _dataset.load_data(**locals())
-
-
-@documented
-def load(split, path=None, *, dtype=None, normalize=False, mean=None, std=None, layout=None,
-         one_hot=False, cache=True, cache_dir=None, mmap=False, max_memory=None, mirrors=None,
-         progress=None, shard=None):
-    """One split of the Fashion-MNIST dataset, or a slice of it: ``(x, y)``.
-
-    ``load("train")`` is ``(x_train, y_train)`` of :func:`load_data`: uint8 (60000, 28, 28) images
-    and uint8 (60000,) labels 0-9; ``load("test")`` has 10,000 rows. A slice such as
-    ``"train[:10%]"`` decodes only the rows it needs.
-    Licence: Fashion-MNIST, MIT (Zalando SE).
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        Images and labels.
-
-    Examples
-    --------
-    >>> from fastidx.datasets import fashion_mnist
-    >>> x, y = fashion_mnist.load("train[:6000]", normalize=True)  # doctest: +SKIP
-    >>> x.shape, x.dtype, y.shape                          # doctest: +SKIP
-    ((6000, 28, 28), dtype('float32'), (6000,))
-    """
-    return _dataset.load(**locals())
-
-
-@documented
-def iter_batches(split, batch_size, *, shuffle=False, seed=None, drop_remainder=False, shard=None,
-                 epoch=None, path=None, dtype=None, normalize=False, mean=None, std=None,
-                 layout=None, one_hot=False, cache=True, cache_dir=None, max_memory=None,
-                 mirrors=None, progress=None):
-    """Yield ``(x, y)`` batches of one Fashion-MNIST split (or slice), never holding it all.
-
-    Each batch is a new array of at most ``batch_size`` rows of the split's images (uint8 rows of
-    the (60000, 28, 28) training or (10000, 28, 28) test array by default) and labels (uint8, 0-9),
-    converted as :func:`load` converts them; in between, at most one zstd frame (about 1 MiB of
-    decoded rows) is held.
-
-    Yields
-    ------
-    (numpy.ndarray, numpy.ndarray)
-        A batch of images and their labels.
-
-    Examples
-    --------
-    >>> from fastidx.datasets import fashion_mnist
-    >>> for x, y in fashion_mnist.iter_batches("train", 256, shuffle=True, seed=0):  # doctest: +SKIP
-    ...     pass
-    """
-    return _dataset.iter_batches(**locals())
-
+    - 9: Ankle boot""",
+    "licence": """The copyright for Fashion-MNIST is held by Zalando SE. Fashion-MNIST is licensed
+    under the MIT licence (https://github.com/zalandoresearch/fashion-mnist/blob/master/LICENSE).""",
+    "licence_line": "Fashion-MNIST, MIT (Zalando SE)",
+})
 
 def __getattr__(name):
     # The registry is read on first use, so that importing this module stays cheap.

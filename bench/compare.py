@@ -875,6 +875,26 @@ def variant_label(r) -> str:
     return label
 
 
+def _case_rows(get: dict, tools, cell) -> list[str]:
+    """One Markdown table row per case: ``cell(result)`` for each tool (``None`` when not run)."""
+    return [f"| {case} | " + " | ".join(cell(get.get((case, tool))) for tool in tools) + " |"
+            for case in CASES]
+
+
+def _time_cell(r) -> str:
+    if r is None:
+        return ""
+    if r["status"] != "ok":
+        return "skipped" if r["reason"].startswith("skipped") else "n/t"
+    return f"{_ms(r['median_ms'])} ± {_ms(r['spread_ms'])}"
+
+
+def _memory_cell(r) -> str:
+    if r is None or r["status"] != "ok":
+        return ""
+    return f"{_mb(r['load_extra_rss_bytes'])} / {_mb(r['peak_rss_bytes'])}"
+
+
 def _ms(v):
     if v is None:
         return "–"
@@ -949,17 +969,7 @@ def markdown_report(doc) -> str:
         "| case | " + " | ".join(tools) + " |",
         "|---|" + "---:|" * len(tools),
     ]
-    for case in CASES:
-        cells = []
-        for tool in tools:
-            r = get.get((case, tool))
-            if r is None:
-                cells.append("")
-            elif r["status"] != "ok":
-                cells.append("skipped" if r["reason"].startswith("skipped") else "n/t")
-            else:
-                cells.append(f"{_ms(r['median_ms'])} ± {_ms(r['spread_ms'])}")
-        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    lines += _case_rows(get, tools, _time_cell)
     contenders = [t for t in tools if t not in ("fastidx", "floor")]
     lines += [
         "",
@@ -986,15 +996,7 @@ def markdown_report(doc) -> str:
         "| case | " + " | ".join(tools) + " |",
         "|---|" + "---:|" * len(tools),
     ]
-    for case in CASES:
-        cells = []
-        for tool in tools:
-            r = get.get((case, tool))
-            if r is None or r["status"] != "ok":
-                cells.append("")
-            else:
-                cells.append(f"{_mb(r['load_extra_rss_bytes'])} / {_mb(r['peak_rss_bytes'])}")
-        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    lines += _case_rows(get, tools, _memory_cell)
     imports = {t: get.get(("cold_uint8", t), {}).get("import_ms") for t in tools}
     touch = get.get(("mmap_uint8", "fastidx"), {})
     lines += [

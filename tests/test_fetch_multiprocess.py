@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -131,23 +132,31 @@ def test_killed_downloader_does_not_block_others(fetch_env, server, tmp_path, ca
     assert leftovers(target.parent) == []  # the dead process's temporary file was cleaned up
 
 
-def test_stale_lock_file_of_a_killed_holder(fetch_env, server, tmp_path, capfd):
-    server.add_dir("/mnist", MNIST_DIR)
-    target = fetch_env / "mnist" / "train-labels-idx1-ubyte.gz"
-    target.parent.mkdir(parents=True)
+@contextlib.contextmanager
+def lock_held_by_a_child(target):
+    """A child process holding ``target``'s download lock (HOLDER) until it is killed; it is
+    always killed and reaped on exit."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(_fetch.lock_path(target))],
         env=child_env(), stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+def test_stale_lock_file_of_a_killed_holder(fetch_env, server, tmp_path, capfd):
+    server.add_dir("/mnist", MNIST_DIR)
+    target = fetch_env / "mnist" / "train-labels-idx1-ubyte.gz"
+    target.parent.mkdir(parents=True)
+    with lock_held_by_a_child(target) as holder:
         with pytest.raises(filelock.Timeout):
             filelock.FileLock(str(_fetch.lock_path(target))).acquire(timeout=0.1)  # really held
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
-    finally:
-        holder.kill()
-        holder.communicate()
     capfd.readouterr()
     _fetch.fetch(_local_mnist(), mirrors=server.url)
     assert "waiting for another process" not in capfd.readouterr().err  # the dead holder's lock was free
@@ -160,19 +169,11 @@ def test_waiter_says_once_what_it_waits_for_and_gives_up_on_a_stalled_holder(
     monkeypatch.setenv("FASTIDX_LOCK_TIMEOUT", "1.5")
     target = fetch_env / "mnist" / "train-images-idx3-ubyte.gz"
     target.parent.mkdir(parents=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(_fetch.lock_path(target))],
-        env=child_env(), stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_by_a_child(target):
         began = time.monotonic()
         with pytest.raises(DownloadError, match="FASTIDX_LOCK_TIMEOUT") as info:
             _fetch.fetch(_local_mnist(), mirrors=server.url)
         waited = time.monotonic() - began
-    finally:
-        holder.kill()
-        holder.communicate()
     assert str(_fetch.lock_path(target)) in str(info.value)
     assert 2.0 < waited < 10
     err = capfd.readouterr().err

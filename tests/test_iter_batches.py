@@ -9,7 +9,7 @@ import fastidx
 from fastidx import _cache
 from fastidx.cache import MemoryLimitError
 from fastidx.datasets import emnist, kmnist, mnist
-from numbered import numbered_images, row_ids
+from numbered import numbered_images, row_ids, write_mnist_files
 
 N = 257  # rows: batch sizes rarely divide it
 
@@ -22,11 +22,7 @@ def _images(n):
 def dataset(tmp_path_factory):
     directory = tmp_path_factory.mktemp("batches")
     x = _images(N)
-    y = (np.arange(N) % 10).astype(np.uint8)
-    fastidx.write_idx(directory / "train-images-idx3-ubyte.gz", x)
-    fastidx.write_idx(directory / "train-labels-idx1-ubyte.gz", y)
-    fastidx.write_idx(directory / "t10k-images-idx3-ubyte.gz", x[:30])
-    fastidx.write_idx(directory / "t10k-labels-idx1-ubyte.gz", y[:30])
+    y = write_mnist_files(directory, x, 30)
     return directory, x, y
 
 

@@ -338,22 +338,38 @@ def _run_isolated(code: str, timeout: float = 60) -> subprocess.CompletedProcess
     )
 
 
+# The start of every child that measures its own memory: imports, its address space so far
+# (vm_size) and its peak resident set (peak_rss), from /proc/self/status.
+CHILD_PRELUDE = """
+    import resource, struct, sys
+    sys.path.insert(0, ".")
+    import numpy as np
+    import fastidx
+    import reference as ref
+
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+    def vm_size():
+        return status("VmSize")
+
+    def peak_rss():
+        return status("VmHWM")
+"""
+
+
+def _run_child(code: str) -> subprocess.CompletedProcess:
+    """:func:`_run_isolated` of ``code`` after :data:`CHILD_PRELUDE`."""
+    return _run_isolated(textwrap.dedent(CHILD_PRELUDE) + textwrap.dedent(code))
+
+
 def test_lying_headers_under_an_address_space_limit():
     """With the address space capped at ~1 GiB above what the interpreter already uses, reading
     lying headers must fail with IDXError, not MemoryError: nothing big was even reserved."""
-    result = _run_isolated(
+    result = _run_child(
         """
-        import resource, sys
-        sys.path.insert(0, ".")
-        import numpy as np
-        import fastidx
-        import reference as ref
-
-        def vm_size():
-            for line in open("/proc/self/status"):
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-
         limit = vm_size() + (1 << 30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         try:  # the limit is real: 2 GiB cannot be reserved any more
@@ -385,19 +401,8 @@ def test_lying_headers_under_an_address_space_limit():
 
 
 def test_truncated_gzip_within_deflate_bound_under_address_space_limit():
-    result = _run_isolated(
+    result = _run_child(
         """
-        import resource, sys
-        sys.path.insert(0, ".")
-        import numpy as np
-        import fastidx
-        import reference as ref
-
-        def vm_size():
-            for line in open("/proc/self/status"):
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-
         payload = np.random.default_rng(0).integers(0, 256, 3_000_000, dtype=np.uint8)
         data = ref.gzip_stored(ref.idx_header(0x08, (3000, 1000, 1000)) + payload.tobytes())
         limit = vm_size() + (1 << 30)
@@ -415,17 +420,6 @@ def test_truncated_gzip_within_deflate_bound_under_address_space_limit():
 
 
 PEAK_RSS_PROBE = """
-    import struct, sys
-    sys.path.insert(0, ".")
-    import numpy as np
-    import fastidx
-    import reference as ref
-
-    def peak_rss():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-
     claim, have = 100_000_000, 100_000
     payload = np.random.default_rng(0).integers(0, 256, have, dtype=np.uint8).tobytes()
     data = bytearray(ref.gzip_stored(ref.idx_header(0x08, (claim,)) + payload))
@@ -445,13 +439,13 @@ PEAK_RSS_PROBE = """
 def test_truncated_gzip_commits_no_memory_for_the_declared_size():
     # 100 KB of gzip declaring 100 MB (within the 1032:1 deflate bound, so the output array is
     # allocated): it must stay virtual; the process's peak RSS grows by about the input only.
-    result = _run_isolated(PEAK_RSS_PROBE.format(forge=False))
+    result = _run_child(PEAK_RSS_PROBE.format(forge=False))
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout) < 16 << 20
 
 
 def test_forged_isize_commits_no_memory_for_the_declared_size():
-    result = _run_isolated(PEAK_RSS_PROBE.format(forge=True))
+    result = _run_child(PEAK_RSS_PROBE.format(forge=True))
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout) < 16 << 20, f"peak RSS grew by {int(result.stdout)} bytes"
 
@@ -592,19 +586,8 @@ def test_forged_gzip_trailer_size_is_an_idx_error_not_memory_error():
     """A 4.3 MB gzip whose header declares 4 GiB and whose trailer ISIZE is forged to agree:
     with the address space capped so that 4 GiB cannot be reserved, read_idx must still raise an
     IDXError (it decodes the stream once when the allocation is refused, and meets the forgery)."""
-    result = _run_isolated(
+    result = _run_child(
         """
-        import resource, struct, sys
-        sys.path.insert(0, ".")
-        import numpy as np
-        import fastidx
-        import reference as ref
-
-        def vm_size():
-            for line in open("/proc/self/status"):
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-
         body = np.random.default_rng(0).integers(0, 256, 4_300_000, dtype=np.uint8).tobytes()
         data = bytearray(ref.gzip_stored(ref.idx_header(0x08, (1, 65536, 65536)) + body))
         data[-4:] = struct.pack("<I", (16 + 65536 * 65536) % 2**32)

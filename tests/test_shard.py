@@ -10,24 +10,16 @@ from hypothesis import strategies as st
 import fastidx
 from fastidx import _cache
 from fastidx.datasets import _shard, mnist
-from numbered import numbered_images, row_ids
+from numbered import numbered_images, row_ids, write_mnist_files
 
 N = 103  # rows: prime, so no count above 1 divides it
-
-
-def _images(n):
-    return numbered_images(n, (4, 3), seed=3)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     directory = tmp_path_factory.mktemp("shards")
-    x = _images(N)
-    y = (np.arange(N) % 10).astype(np.uint8)
-    fastidx.write_idx(directory / "train-images-idx3-ubyte.gz", x)
-    fastidx.write_idx(directory / "train-labels-idx1-ubyte.gz", y)
-    fastidx.write_idx(directory / "t10k-images-idx3-ubyte.gz", x[:17])
-    fastidx.write_idx(directory / "t10k-labels-idx1-ubyte.gz", y[:17])
+    x = numbered_images(N, (4, 3), seed=3)
+    y = write_mnist_files(directory, x, 17)
     npz = directory / "mnist.npz"
     np.savez(npz, x_train=x, y_train=y, x_test=x[:17], y_test=y[:17])
     return directory, x, y

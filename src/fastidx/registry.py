@@ -149,6 +149,14 @@ def _files(names, hashes, urls_for):
     }
 
 
+def _mnist_format(name: str, hashes, mirrors, class_names, keras_npz=None) -> DatasetSpec:
+    """A dataset published the way MNIST is: the four standard file names under each mirror,
+    60,000 train and 10,000 test 28x28 images stored upright, no archive."""
+    return DatasetSpec(name=name, files=_files(_STANDARD_NAMES, hashes, _under(mirrors)),
+                       class_names=class_names, splits={"train": 60000, "test": 10000},
+                       image_shape=_SHAPE, transposed=False, archive=None, keras_npz=keras_npz)
+
+
 _STANDARD_NAMES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -178,39 +186,32 @@ def _under(bases):
     return lambda name: tuple(base + name for base in bases)
 
 
-MNIST = DatasetSpec(
-    name="mnist",
-    files=_files(
-        _STANDARD_NAMES,
-        [
-            (
-                9912422,
-                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            ),
-            (
-                28881,
-                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            ),
-            (
-                1648877,
-                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            ),
-            (
-                4542,
-                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-            ),
-        ],
-        _under(_MNIST_MIRRORS),
-    ),
+MNIST = _mnist_format(
+    "mnist",
+    [
+        (
+            9912422,
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        (
+            28881,
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        (
+            1648877,
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        (
+            4542,
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
+    ],
+    _MNIST_MIRRORS,
     class_names=_DIGITS,
-    splits={"train": 60000, "test": 10000},
-    image_shape=_SHAPE,
-    transposed=False,
-    archive=None,
     keras_npz=FileSpec(
         "mnist.npz",
         11490434,
@@ -220,26 +221,23 @@ MNIST = DatasetSpec(
     ),
 )
 
-FASHION_MNIST = DatasetSpec(
-    name="fashion_mnist",
-    files=_files(
-        _STANDARD_NAMES,
-        [
-            (26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", None),
-            (
-                29515,
-                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            ),
-            (4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", None),
-            (
-                5148,
-                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-            ),
-        ],
-        _under(_FASHION_MIRRORS),
-    ),
+FASHION_MNIST = _mnist_format(
+    "fashion_mnist",
+    [
+        (26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", None),
+        (
+            29515,
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        ),
+        (4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", None),
+        (
+            5148,
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ),
+    ],
+    _FASHION_MIRRORS,
     class_names=(
         "T-shirt/top",
         "Trouser",
@@ -252,29 +250,18 @@ FASHION_MNIST = DatasetSpec(
         "Bag",
         "Ankle boot",
     ),
-    splits={"train": 60000, "test": 10000},
-    image_shape=_SHAPE,
-    transposed=False,
-    archive=None,
 )
 
-KMNIST = DatasetSpec(
-    name="kmnist",
-    files=_files(
-        _STANDARD_NAMES,
-        [
-            (18165135, "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4", None),
-            (29497, "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17", None),
-            (3041136, "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5", None),
-            (5120, "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c", None),
-        ],
-        _under(_KMNIST_MIRRORS),
-    ),
+KMNIST = _mnist_format(
+    "kmnist",
+    [
+        (18165135, "51467d22d8cc72929e2a028a0428f2086b092bb31cfb79c69cc0a90ce135fde4", None),
+        (29497, "e38f9ebcd0f3ebcdec7fc8eabdcdaef93bb0df8ea12bee65224341c8183d8e17", None),
+        (3041136, "edd7a857845ad6bb1d0ba43fe7e794d164fe2dce499a1694695a792adfac43c5", None),
+        (5120, "20bb9a0ef54c7db3efc55a92eef5582c109615df22683c380526788f98e42a1c", None),
+    ],
+    _KMNIST_MIRRORS,
     class_names=("お", "き", "す", "つ", "な", "は", "ま", "や", "れ", "を"),
-    splits={"train": 60000, "test": 10000},
-    image_shape=_SHAPE,
-    transposed=False,
-    archive=None,
 )
 
 #: EMNIST's ``gzip.zip``: one archive for all six splits.

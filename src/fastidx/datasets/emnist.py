@@ -41,15 +41,15 @@ __all__ = ["SPLITS", "balanced", "byclass", "bymerge", "digits", "letters", "mni
 
 SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
 
-# split: train rows, test rows, labels, classes (as the table above says).
-_FACTS = {
-    "byclass": (697_932, 116_323, "0-61", "62 classes: digits 0-9, A-Z, a-z"),
-    "bymerge": (697_932, 116_323, "0-46", "47 classes: digits, A-Z, and a b d e f g h n q r t "
-                                          "(the other lowercase letters merged with their capitals)"),
-    "balanced": (112_800, 18_800, "0-46", "47 classes, as bymerge, the same number of images each"),
-    "letters": (124_800, 20_800, "1-26", 'labels 1 (a/A) to 26 (z/Z); ``class_names[0]`` is "N/A"'),
-    "digits": (240_000, 40_000, "0-9", "the digits 0-9"),
-    "mnist": (60_000, 10_000, "0-9", "the digits 0-9, in MNIST's sizes"),
+# What each split's classes are, in words (their names: ``class_names``).
+_CLASSES = {
+    "byclass": "62 classes: digits 0-9, A-Z, a-z",
+    "bymerge": "47 classes: digits, A-Z, and a b d e f g h n q r t (the other lowercase letters "
+               "merged with their capitals)",
+    "balanced": "47 classes, as bymerge, the same number of images each",
+    "letters": 'labels 1 (a/A) to 26 (z/Z); ``class_names[0]`` is "N/A"',
+    "digits": "the digits 0-9",
+    "mnist": "the digits 0-9, in MNIST's sizes",
 }
 
 
@@ -57,14 +57,16 @@ def _split(split: str) -> Dataset:
     """The split's :class:`Dataset`, with ``load_data``, ``load`` and ``iter_batches`` functions
     of its own, named ``<split>.load_data`` ...: an unknown keyword's ``TypeError`` names the
     EMNIST function (not ``Dataset.load_data``), and the docstrings give the split's shapes."""
-    train, test, labels, classes = _FACTS[split]
     dataset = Dataset(f"emnist_{split}")
+    spec = dataset.spec
+    train, test = spec.splits["train"], spec.splits["test"]
+    labels = f"{spec.first_label}-{len(spec.class_names) - 1}"
     dataset.load_data, dataset.load, dataset.iter_batches = functions(dataset, __name__, {
         "title": f"EMNIST {split}", "call": f"emnist.{split}", "train": train, "test": test,
         "labels": labels, "images": "upright (``raw=True``: as NIST stores them)",
         "summary": f"The {split} split of EMNIST: {train:,} 28x28 grayscale training images of "
                    f"handwritten\n    characters and a test set of {test:,} (Cohen et al., 2017).",
-        "classes": f"The classes (``class_names[y]``): {classes}.",
+        "classes": f"The classes (``class_names[y]``): {_CLASSES[split]}.",
         "licence": _LICENCE, "licence_line": "EMNIST, NIST Special Database 19 (no copyright in the US)",
     }, prefix=f"{split}.", raw=True)
     return dataset

@@ -23,7 +23,7 @@ def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     on the development machine. (An anonymous ``mmap`` with the same advice is shared memory to
     the kernel and faults slower still.)
     """
-    return _idx._aligned_empty(shape, dtype)
+    return _idx.aligned_empty(shape, dtype)
 
 
 

@@ -24,10 +24,6 @@ from .output import aligned_empty
 from .reader import IDXReader, read_header, read_idx
 from .writer import write_idx
 
-# The name _cache.py calls it by (the cache engineer is splitting that module; it moves to
-# ``aligned_empty`` with the split).
-_aligned_empty = aligned_empty
-
 __all__ = [
     "CODE_OF", "MAX_NDIM", "TYPE_CODES", "Header", "IDXReader", "aligned_empty", "convert_uint8",
     "layout_shape", "map_uint8", "read_header", "read_idx", "write_idx",

@@ -114,3 +114,41 @@ def test_the_allow_list_holds_only_what_is_still_over():
 def test_the_guard_sees_what_it_should(tmp_path, source, expected):
     (tmp_path / "m.py").write_text(source)
     assert violations(tmp_path) == expected
+
+
+#: What the command line may use that is not public API, and why.
+CLI_PRIVATE_ALLOWED = {
+    ("_paths", "cache_root"): "where the cache directory is, to print it and list downloads",
+    ("_atomic", "atomic_write"): "the command's own output files (pictures) written whole",
+}
+
+
+def cli_private_imports(cli: Path = SRC / "cli") -> set[tuple[str, str]]:
+    """``(module, name)`` of every private name the command line imports from the rest of fastidx
+    (``from .._idx import IDXReader``, ``from .. import _fetch``, ``from ..datasets._loader import X``)."""
+    found = set()
+    for path in sorted(cli.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level < 2:
+                continue  # the cli's own modules, or outside fastidx
+            module = node.module or ""
+            for alias in node.names:
+                if any(part.startswith("_") and not part.startswith("__") for part in module.split(".")):
+                    found.add((module, alias.name))
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.add((module, alias.name))
+    return found
+
+
+def test_the_command_line_uses_the_public_api():
+    private = {key: "" for key in cli_private_imports() if key not in CLI_PRIVATE_ALLOWED}
+    assert not private, f"cli/ imports private names: {sorted(private)}"
+    assert set(CLI_PRIVATE_ALLOWED) <= cli_private_imports(), "remove unused CLI_PRIVATE_ALLOWED entries"
+
+
+def test_the_cli_guard_sees_private_imports(tmp_path):
+    (tmp_path / "m.py").write_text("from .. import datasets, _fetch\nfrom .._idx import IDXReader\n"
+                                   "from ..datasets._loader import Dataset\nfrom . import parser\n"
+                                   "from ..cache import parse_size\n")
+    assert cli_private_imports(tmp_path) == {("", "_fetch"), ("_idx", "IDXReader"),
+                                             ("datasets._loader", "Dataset")}

@@ -33,6 +33,7 @@ __all__ = [
     "GzipError",
     "IDXError",
     "IDXHeaderError",
+    "IDXReader",
     "IDXTrailingDataError",
     "IDXTruncatedError",
     "MemoryLimitError",
@@ -48,7 +49,7 @@ __all__ = [
 def __getattr__(name):
     # The IDX codec, ``fastidx.datasets`` and ``fastidx.cache`` are imported on first use so that
     # ``import fastidx`` (and ``import fastidx.datasets``) stays light.
-    if name in ("read_header", "read_idx", "write_idx"):
+    if name in ("IDXReader", "read_header", "read_idx", "write_idx"):
         from . import _idx
 
         return getattr(_idx, name)

@@ -22,7 +22,7 @@ import os
 import sys
 import traceback
 
-from .._errors import FastIDXError
+from .. import FastIDXError
 from ._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,

@@ -8,7 +8,7 @@ import os
 import time
 
 from .. import __version__, datasets, registry
-from .._errors import CacheDirError, DatasetNotFoundError, DownloadError
+from .. import CacheDirError, DatasetNotFoundError, DownloadError
 from .._paths import cache_root
 from ._common import (
     EXIT_OK,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import datasets
-from .._errors import CacheDirError, DatasetNotFoundError, DownloadError
+from .. import CacheDirError, DatasetNotFoundError, DownloadError
 from ._common import (
     EXIT_FAILURE,
     EXIT_OK,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import cache, datasets, read_header, registry
-from .._errors import DatasetNotFoundError, IDXError
+from .. import DatasetNotFoundError, IDXError
 from .._paths import cache_root
 from ._common import EXIT_OK, CLIError, human_size, plural, tree_size
 from .grid import label_text
@@ -81,7 +81,7 @@ def check_idx(path: Path) -> str | None:
 
     Decoded in pieces and dropped, so memory stays small whatever the file's size.
     """
-    from .._idx import IDXReader  # the library's one decoder, used piecewise
+    from .. import IDXReader  # the library's one decoder, used piecewise
 
     try:
         with IDXReader(path) as reader:

@@ -35,9 +35,12 @@ TRAIN_IMAGES = "/mnist/train-images-idx3-ubyte.gz"
 # internet URLs removed), prints {role: [path, sha256]}.
 CHILD = textwrap.dedent(
     """
-    import dataclasses, hashlib, json, os, sys, time
+    import dataclasses, hashlib, json, os, signal, sys, time
     from pathlib import Path
     from fastidx import _fetch, registry
+
+    # Ctrl-C interrupts, as in a terminal: a parent run in the background passes SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     ready, go, mirror = sys.argv[1:4]
     Path(ready).touch()

@@ -55,6 +55,14 @@ _writers: list = []
 _registered: list = []
 
 
+def _background_priority() -> None:
+    """Background work (this thread): on a busy machine the decoding the user waits for goes
+    first (Linux: a thread's nice value is its own)."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
 class _Hasher:
     """SHA-256 on a thread of its own: the decoding thread hands over copies of the bytes it
     reads (a memcpy) instead of hashing them (about 30 ms for MNIST's 11 MB on the machine
@@ -90,6 +98,7 @@ class _Hasher:
         return self._hash.hexdigest()
 
     def _run(self) -> None:
+        _background_priority()  # the decoding the user waits for goes first
         while True:
             with self._cv:
                 while not self._queue and not self._closed:
@@ -302,10 +311,7 @@ class EntryWriter:
             return len(item) == 3
 
     def _run(self) -> None:
-        if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-            # Background work: on a busy machine the decoding the user waits for goes first.
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        _background_priority()
         try:
             self._write_all()
             if not self._aborted:

@@ -187,11 +187,40 @@ class Conversion:
         what is computed (the layout is a view, not part of it)."""
         if self.dtype is None and not self.scaled:
             return "native"
-        import hashlib
-        import json
-
         name = None if self.dtype is None else self.dtype.str
         # Keyed by the scaling actually applied: mean/std without normalize share the entry of
         # normalize=True, and entries made when they skipped the scaling are never found again.
-        blob = json.dumps([name, self.scaled, repr(self.mean), repr(self.std)])
-        return "x" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+        blob = _json_list([name, self.scaled, repr(self.mean), repr(self.std)])
+        return "x" + _sha256(blob.encode()).hexdigest()[:16]
+
+
+# The key is computed on the warm path of every ``normalize=True`` load, where importing hashlib
+# (it initialises OpenSSL) and json cost a fresh trial process about 4 ms, most of its call: the
+# same digest and the same text are made without them.
+
+
+def _sha256(data: bytes):
+    try:
+        from _sha2 import sha256  # CPython 3.12+: the built-in SHA-2, no OpenSSL
+    except ImportError:
+        try:
+            from _sha256 import sha256  # CPython 3.11
+        except ImportError:  # pragma: no cover - a build without them
+            from hashlib import sha256
+    return sha256(data)
+
+
+def _json_list(items: list) -> str:
+    """``json.dumps(items)`` for None, bools and printable ASCII strings without quotes or
+    backslashes (all a key holds in practice); anything else through json itself."""
+    out = []
+    for v in items:
+        if v is None or isinstance(v, bool):
+            out.append({None: "null", True: "true", False: "false"}[v])
+        elif isinstance(v, str) and v.isascii() and v.isprintable() and not {'"', "\\"} & set(v):
+            out.append(f'"{v}"')
+        else:
+            import json
+
+            return json.dumps(items)
+    return "[" + ", ".join(out) + "]"

@@ -94,11 +94,13 @@ def prepare(dataset: str = "mnist", *, num_cpus: float = 1, timeout: float | Non
             **options) -> list[dict]:
     """Download and decode ``dataset`` once on every alive node of the Ray cluster, in parallel.
 
-    Runs one task pinned to each alive node that calls ``load_data(mmap=True, **options)`` there,
-    so that the node's files are fetched and verified and its decoded cache and uncompressed file
-    (for these conversion options) are written before any trial asks. Call it after
-    ``ray.init()`` and before the search; pass the options the trials will use (``normalize``,
-    ``dtype``, ``mean``, ``std``, ``cache_dir``, ``mirrors``...). No array leaves the nodes.
+    Runs one task pinned to each alive node with ``num_cpus`` CPUs (a node without CPUs, such as
+    a head node started with ``--num-cpus=0``, runs no trial and is left out) that calls
+    ``load_data(mmap=True, **options)`` there, so that the node's files are fetched and verified
+    and its decoded cache and uncompressed file (for these conversion options) are written before
+    any trial asks. Call it after ``ray.init()`` and before the search; pass the options the
+    trials will use (``normalize``, ``dtype``, ``mean``, ``std``, ``cache_dir``, ``mirrors``...).
+    No array leaves the nodes.
 
     Returns one record per node: ``node`` id, ``host``, ``cache`` directory, ``seconds``,
     ``shapes``. An error on any node is raised here; so is Ray's ``GetTimeoutError`` when the
@@ -113,13 +115,18 @@ def prepare(dataset: str = "mnist", *, num_cpus: float = 1, timeout: float | Non
     if not ray.is_initialized():
         raise RuntimeError("fastidx.ray.prepare: call ray.init() first")
     options.pop("mmap", None)
+    # A node without the CPUs for the task (a head node started with --num-cpus=0) runs no trial
+    # either; pinning a task to it would wait until the timeout.
+    nodes = [node["NodeID"] for node in ray.nodes()
+             if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) >= num_cpus]
+    if not nodes:
+        raise RuntimeError(f"fastidx.ray.prepare: no alive node has {num_cpus} CPU(s) for the task")
     task = ray.remote(num_cpus=num_cpus, max_retries=0)(_prepare_here)
     refs = [
         task.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
             name=f"fastidx.prepare({dataset})",
         ).remote(dataset, options)
-        for node in ray.nodes()
-        if node.get("Alive")
+        for node in nodes
     ]
     return ray.get(refs, timeout=timeout)

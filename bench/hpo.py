@@ -465,6 +465,9 @@ def main(argv=None) -> int:
         return 0
     ns = [int(v) for v in args.n.split(",")] if args.n else default_ns()
     ways = args.ways.split(",")
+    from compare import compile_package  # as compare.py does before it calls measure()
+
+    compile_package()  # else each trial compiles stale or missing .pyc files in its call
     unknown = sorted(set(ways) - set(WAYS))
     if unknown:
         p.error(f"unknown ways {unknown}; choose from {', '.join(WAYS)}")

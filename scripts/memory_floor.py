@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from cgroup_runner import run_limited, unavailable_reason  # noqa: E402
-from memory_modes import IN_MEMORY, MMAP, MODES, snippet  # noqa: E402
+from memory_modes import IN_MEMORY, MODES, snippet  # noqa: E402
 
 MiB = 1 << 20
 
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     if reason:
         print(f"cannot measure: {reason}", file=sys.stderr)
         return 2
-    modes = args.modes or [*MODES, *MMAP, *IN_MEMORY, "keras"]
+    modes = args.modes or [*MODES, *IN_MEMORY, "keras"]
     print(f"{'mode':36s} lowest limit that completes (MiB)")
     for mode in modes:
         print(f"{mode:36s} {floor(mode, args.mnist, args.low, args.high)}", flush=True)

@@ -186,3 +186,51 @@ def test_a_memory_map_is_built_through_small_buffers(tmp_path, options):
     assert peak < 784_000 + 2 * _cache.RAW_PIECE_BYTES, peak
     (reference, _), _ = mnist.load_data(path=SAMPLE_DIR, cache=False, **options)
     assert np.array_equal(x, reference)
+
+
+def vm_flags(array: np.ndarray) -> list[str]:
+    """The kernel's flags (``VmFlags`` of /proc/self/smaps) of the mapping holding ``array``."""
+    address = array.__array_interface__["data"][0]
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        lines = smaps.read().splitlines()
+    for line in lines:
+        head = line.split(None, 1)[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(x, 16) for x in head.split("-"))
+            inside = start <= address < end
+        elif inside and head == "VmFlags:":
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux's /proc/self/smaps")
+@pytest.mark.parametrize("limit, readahead_kb, advised", [
+    (32 * MiB, 8192, True),     # four 8 MiB windows do not fit in the 16 MiB still allowed
+    (32 * MiB, None, True),     # a window sysfs does not tell is not assumed small
+    (32 * MiB, 128, False),     # four 128 KiB windows fit: the kernel's readahead is kept
+    (None, 8192, False),        # no limit: nothing changes
+])
+def test_a_map_is_read_without_readahead_when_its_windows_do_not_fit(tmp_path, monkeypatch, limit,
+                                                                    readahead_kb, advised):
+    root = tmp_path / "root"
+    v1(root, limit=limit or 9223372036854771712, usage=16 * MiB)
+    dev = os.stat(tmp_path).st_dev
+    if readahead_kb is not None:
+        tree(root, {f"sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb": f"{readahead_kb}\n"})
+    monkeypatch.setattr(_memlimit, "_ROOT", str(root))
+    x, _ = mnist.load("train", path=SAMPLE_DIR, cache_dir=tmp_path, mmap=True, normalize=True)
+    assert ("rr" in vm_flags(x)) == advised  # rr: MADV_RANDOM, no readahead on this mapping
+    reference, _ = mnist.load("train", path=SAMPLE_DIR, cache=False, normalize=True)
+    assert np.array_equal(x, reference)
+
+
+def test_the_readahead_window_is_read_from_sysfs(tmp_path):
+    dev = os.stat(tmp_path).st_dev
+    name = f"{os.major(dev)}:{os.minor(dev)}"
+    with open(tmp_path / "f", "wb") as f:
+        assert _memlimit.readahead_bytes(f.fileno(), tmp_path / "root") is None
+        tree(tmp_path / "root", {f"sys/dev/block/{name}/queue/read_ahead_kb": "512\n"})
+        assert _memlimit.readahead_bytes(f.fileno(), tmp_path / "root") == 512 << 10
+        tree(tmp_path / "root", {f"sys/class/bdi/{name}/read_ahead_kb": "8192\n"})
+        assert _memlimit.readahead_bytes(f.fileno(), tmp_path / "root") == 8 << 20

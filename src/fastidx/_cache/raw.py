@@ -150,6 +150,10 @@ def map_raw(fd: int, header: Header) -> np.ndarray:
         if count == 0:
             return np.empty(header.shape, dtype)
         buffer = _mmap.mmap(fd, header.file_size, access=_mmap.ACCESS_COPY)
+        from .._memlimit import read_without_readahead
+
+        if read_without_readahead(fd) and hasattr(_mmap, "MADV_RANDOM"):
+            buffer.madvise(_mmap.MADV_RANDOM)
     finally:
         os.close(fd)
     return np.frombuffer(buffer, dtype, count, header.data_offset).reshape(header.shape)

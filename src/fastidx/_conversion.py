@@ -191,23 +191,14 @@ class Conversion:
         # Keyed by the scaling actually applied: mean/std without normalize share the entry of
         # normalize=True, and entries made when they skipped the scaling are never found again.
         blob = _json_list([name, self.scaled, repr(self.mean), repr(self.std)])
-        return "x" + _sha256(blob.encode()).hexdigest()[:16]
+        from ._sha import sha256
+
+        return "x" + sha256(blob.encode()).hexdigest()[:16]
 
 
 # The key is computed on the warm path of every ``normalize=True`` load, where importing hashlib
 # (it initialises OpenSSL) and json cost a fresh trial process about 4 ms, most of its call: the
 # same digest and the same text are made without them.
-
-
-def _sha256(data: bytes):
-    try:
-        from _sha2 import sha256  # CPython 3.12+: the built-in SHA-2, no OpenSSL
-    except ImportError:
-        try:
-            from _sha256 import sha256  # CPython 3.11
-        except ImportError:  # pragma: no cover - a build without them
-            from hashlib import sha256
-    return sha256(data)
 
 
 def _json_list(items: list) -> str:

@@ -20,19 +20,20 @@ from .format import parse_json
 RACY_NS = 2_000_000_000
 
 
-def stat_identity(path) -> list[int]:
+def stat_of(st) -> list[int]:
     """What changes when a file is rewritten: device, inode, size, mtime and ctime."""
-    st = os.stat(path)
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def stat_identity(path) -> list[int]:
+    return stat_of(os.stat(path))
 
 
 def path_key(path) -> tuple[str, str]:
     """``(absolute path, key)``: the key names the path's record and its build lock."""
     name = os.path.abspath(path)
-    try:
-        from _sha256 import sha256  # what hashlib wraps, without OpenSSL's import cost
-    except ImportError:  # pragma: no cover - other Pythons
-        from hashlib import sha256
+    from .._sha import sha256
+
     return name, sha256(os.fsencode(name)).hexdigest()[:32]
 
 

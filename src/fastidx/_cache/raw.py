@@ -21,15 +21,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .format import KIND_RAW, CorruptEntry, Header, _pread, encode_header, parse_json
+from .identity import stat_of
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 RAW_ALIGN = 4096
-
-
-def stat_of(st) -> list[int]:
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def stamp_path(path) -> str:

@@ -159,7 +159,8 @@ def _record_lines(dataset, root: str, raw: bool, conv, files: dict) -> list[str]
     from . import identity
     from .format import KIND_RAW, open_header, raw_name
     from .layout import decoded_dir
-    from .raw import read_stamp, stat_of
+    from .identity import stat_of
+    from .raw import read_stamp
 
     decoded = _decoded(root)
     if decoded_dir(cache_dir=root) != decoded:

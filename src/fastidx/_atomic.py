@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 
 
@@ -18,7 +17,7 @@ def new_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     flags = (os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
              | getattr(os, "O_BINARY", 0))
     while True:
-        path = target.with_name(f".{target.name}.{secrets.token_hex(6)}{suffix}")
+        path = target.with_name(f".{target.name}.{os.urandom(6).hex()}{suffix}")
         try:
             return os.open(path, flags, 0o666), path
         except FileExistsError:

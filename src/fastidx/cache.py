@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from . import _cache
-from ._cache.tree import _SETTINGS, _SUBDIRS, _TEMP, _Dir, _entry_names, _layout
+from ._cache.budget import DEFAULT_MAX_SIZE, ENV_MAX_SIZE, max_size, parse_size
+from ._cache.budget import SETTINGS as _SETTINGS
+from ._cache.tree import _SUBDIRS, _TEMP, _Dir, _entry_names, _layout
 from ._errors import CacheWarning, MemoryLimitError
 
 __all__ = [
@@ -40,12 +41,15 @@ __all__ = [
     "CacheWarning",
     "CheckResult",
     "ClearResult",
+    "DEFAULT_MAX_SIZE",
+    "ENV_MAX_SIZE",
     "MemoryLimitError",
     "PruneResult",
     "clear",
     "info",
     "list_entries",
     "max_size",
+    "parse_size",
     "prune",
     "set_max_size",
     "verify",
@@ -178,12 +182,6 @@ class PruneResult:
 
 
 
-ENV_MAX_SIZE = "FASTIDX_CACHE_MAX_SIZE"
-#: The size budget when neither ``max_size=``, ``$FASTIDX_CACHE_MAX_SIZE`` nor the cache
-#: directory's own setting (:func:`set_max_size`) says otherwise.
-DEFAULT_MAX_SIZE = 2 << 30
-# Temporary files younger than this may belong to a writer at work: clear() leaves them.
-_TEMP_GRACE_S = 3600
 def _entry(path: Path) -> CacheEntry:
     kind = _cache.KIND_FRAMES if path.suffix == ".fidx" else _cache.KIND_RAW
     opened = _cache.open_header(path, kind, quiet=True)
@@ -338,46 +336,6 @@ def info(cache_dir=None) -> CacheInfo:
 
 
 # --- the size budget -----------------------------------------------------------------------------
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
-
-
-def parse_size(value) -> int | None:
-    """Bytes from ``value``: an int, or a string like ``"500MB"``, ``"2GiB"``, ``"1.5g"``;
-    ``None``, ``"none"`` or ``"unlimited"`` mean no limit. Raises ValueError otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"a cache size cannot be negative: {value}")
-        return int(value)
-    text = str(value).strip().lower().replace("_", "").replace(" ", "")
-    if text in ("none", "unlimited"):
-        return None
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", text)
-    if match is None or match.group(2) not in _UNITS:
-        raise ValueError(f"not a size: {value!r} (examples: 2000000000, 500MB, 2GiB, unlimited)")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
-
-
-def max_size(cache_dir=None) -> int | None:
-    """The cache's size budget in bytes (None: unlimited): ``$FASTIDX_CACHE_MAX_SIZE`` if set,
-    else the cache directory's own setting (:func:`set_max_size`), else :data:`DEFAULT_MAX_SIZE`."""
-    env = os.environ.get(ENV_MAX_SIZE, "").strip()
-    if env:
-        try:
-            return parse_size(env)
-        except ValueError as exc:
-            raise ValueError(f"{ENV_MAX_SIZE}: {exc}") from None
-    path = _cache.decoded_dir(cache_dir) / _SETTINGS
-    try:
-        return parse_size(_cache.parse_json(path.read_bytes())["max_size"])
-    except FileNotFoundError:
-        return DEFAULT_MAX_SIZE
-    except (OSError, ValueError, KeyError, TypeError):
-        return DEFAULT_MAX_SIZE
-
 
 def set_max_size(size, cache_dir=None) -> int | None:
     """Store the size budget of one cache directory (``size`` as for :func:`parse_size`); it applies

@@ -1,8 +1,9 @@
 """Source identity: the SHA-256 of a source file, remembered per path while the file is unchanged.
 
 ``<decoded>/sources/<key>.json`` (the stat index) maps a path and its ``stat`` (device, inode,
-size, mtime, ctime) to the digest; a record is trusted only for a file last modified
-:data:`RACY_NS` before it was hashed.
+size, mtime, ctime) to the digest; a record is trusted only for a file last changed a while
+before it was hashed (:func:`racy_window`). When the stat index does not know a file, the fetch
+manifest of the cache root may: a file verified at download or first sight is not hashed again.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ from pathlib import Path
 
 from .format import parse_json
 
-#: A stat index record is trusted only for files last modified this long before they were hashed:
-#: a rewrite within the file system's timestamp granularity could otherwise go unseen.
+#: A stat record is trusted only for files last changed this long before they were hashed: a
+#: rewrite within the file system's timestamp granularity could otherwise go unseen. This is the
+#: bound for file systems that keep whole seconds or coarser (FAT's 2 s mtime, ext3, HFS+).
 RACY_NS = 2_000_000_000
+#: The bound for file systems with sub-millisecond timestamps (ext4, XFS, Btrfs, tmpfs, overlayfs):
+#: Linux advances them with its clock tick, 10 ms at most (HZ=100), so 10 ticks.
+RACY_FINE_NS = 100_000_000
+
+MANIFEST_NAME = "fetch-manifest.json"  # _fetch.manifest's file, read here without importing _fetch
+_HEX = frozenset("0123456789abcdef")
 
 
 def stat_of(st) -> list[int]:
@@ -27,6 +35,20 @@ def stat_of(st) -> list[int]:
 
 def stat_identity(path) -> list[int]:
     return stat_of(os.stat(path))
+
+
+def racy_window(ident: list[int]) -> int:
+    """How long after its last change (``ident``'s mtime and ctime) a file must have been hashed
+    for a stat record of it to be trusted: :data:`RACY_FINE_NS` when both timestamps carry
+    sub-millisecond digits (a file system that keeps them), else :data:`RACY_NS`. A fine file
+    system shows whole milliseconds in both by chance once in 10^12 files: then the longer bound."""
+    fine = ident[3] % 1_000_000 and ident[4] % 1_000_000
+    return min(RACY_NS, RACY_FINE_NS) if fine else RACY_NS
+
+
+def trusted(hashed_ns: int, ident: list[int]) -> bool:
+    """Whether a digest taken at ``hashed_ns`` of the file as it is now (``ident``) can be trusted."""
+    return hashed_ns - max(ident[3], ident[4]) > racy_window(ident)
 
 
 def path_key(path) -> tuple[str, str]:
@@ -50,7 +72,7 @@ def read_record(record, name: str, ident: list[int]) -> str | None:
         if (
             known["path"] == name
             and known["stat"] == ident
-            and known["hashed_ns"] - max(ident[3], ident[4]) > RACY_NS
+            and trusted(known["hashed_ns"], ident)
         ):
             return known["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -58,18 +80,45 @@ def read_record(record, name: str, ident: list[int]) -> str | None:
     return None
 
 
-def known_digest(path, directory: Path) -> tuple[str | None, list[int]]:
+def known_digest(path, directory: Path, root: Path | None = None) -> tuple[str | None, list[int]]:
     """``(SHA-256 or None, identity)``: the digest the stat index holds for ``path`` if the file is
-    unchanged since it was hashed (one ``stat`` and one small read, nothing written)."""
+    unchanged since it was hashed (one ``stat`` and one small read, nothing written), else the
+    one the fetch manifest of the cache root ``root`` holds (:func:`manifest_digest`)."""
     ident = stat_identity(path)
     name, record = record_path(path, directory)
-    return read_record(record, name, ident), ident
+    digest = read_record(record, name, ident)
+    if digest is None and root is not None:
+        digest = manifest_digest(path, root, ident)
+    return digest, ident
 
 
-def source_digest(path: Path, directory: Path) -> tuple[str, list[int]]:
+def manifest_digest(path, root: Path, ident: list[int]) -> str | None:
+    """The SHA-256 the fetch manifest of the cache root ``root`` holds for ``path`` as it is now
+    (``ident``), taken when the file was verified at download or first sight; None when the
+    manifest does not know the file, it has changed since, or the digest is not trusted
+    (:func:`trusted`). Read only: the manifest is the fetcher's."""
+    name = os.path.abspath(path)
+    prefix = os.path.join(os.path.abspath(root), "")
+    key = name[len(prefix):].replace(os.sep, "/") if name.startswith(prefix) else name
+    try:
+        with open(os.path.join(prefix, MANIFEST_NAME), "rb") as f:
+            entry = parse_json(f.read())["files"][key]
+        facts = (entry["ino"], entry["size"], entry["mtime_ns"], entry["ctime_ns"])
+        digest, verified_ns = entry["sha256"], entry["verified_ns"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if facts != (ident[1], ident[2], ident[3], ident[4]) or not isinstance(verified_ns, int):
+        return None
+    if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+        return None
+    return digest if trusted(verified_ns, ident) else None
+
+
+def source_digest(path: Path, directory: Path, root: Path | None = None) -> tuple[str, list[int]]:
     """SHA-256 of ``path``'s bytes and the file's identity (:func:`stat_identity`) when it was
-    taken; a stat index in ``directory/sources`` avoids re-hashing an unchanged file."""
-    digest, ident = known_digest(path, directory)
+    taken; a stat index in ``directory/sources`` (or the fetch manifest of ``root``) avoids
+    re-hashing an unchanged file."""
+    digest, ident = known_digest(path, directory, root)
     if digest is None:
         digest = hash_and_record(path, directory, ident)
     return digest, ident

@@ -34,15 +34,23 @@ class Source:
         self.upright = upright
         self.dataset = dataset
         self.directory = own_dir(decoded_dir(cache_dir), create=False)
+        self._cache_dir = cache_dir
         self._digest = None
         self._identity = None
         self._damaged = None  # (path, reason) of an unusable cache file met on the way
         self._no_write = False  # writing failed (and was reported) once: this load reads only
 
     @property
+    def root(self) -> Path:
+        """The cache root, whose fetch manifest may know the source's digest."""
+        from .._paths import cache_root
+
+        return Path(os.path.abspath(cache_root(self._cache_dir)))
+
+    @property
     def digest(self) -> str:
         if self._digest is None:
-            self._digest, self._identity = identity.source_digest(self.path, self.directory)
+            self._digest, self._identity = identity.source_digest(self.path, self.directory, self.root)
         return self._digest
 
     @property
@@ -119,7 +127,7 @@ class Source:
     def load(self, make_output) -> Output:
         """Fill an output from the frames entry; on a miss, build the entry while filling it."""
         if self._digest is None:
-            self._digest, self._identity = identity.known_digest(self.path, self.directory)
+            self._digest, self._identity = identity.known_digest(self.path, self.directory, self.root)
             if self._digest is None and not identity.record_path(self.path, self.directory)[1].exists():
                 return self._first_load(make_output)  # never seen: hashed by the writer
         frames = self.open_frames()

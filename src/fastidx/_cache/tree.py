@@ -25,7 +25,6 @@ _SUBDIRS = {  # the directories of the layout, and the names fastidx writes in e
     "warm": re.compile(r"([a-z0-9_]+\.[01]\.(native|x[0-9a-f]{16})\.txt|\..+\.[0-9a-f]{12}\.tmp)"),
     "locks": None,  # lock files are never deleted (a waiter may hold one) and never counted
 }
-_SETTINGS = "settings.json"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
 _DIR_FD = os.open in os.supports_dir_fd and os.unlink in os.supports_dir_fd

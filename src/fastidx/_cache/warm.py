@@ -174,7 +174,7 @@ def _record_lines(dataset, root: str, raw: bool, conv, files: dict) -> list[str]
     lines += [f"source\t{os.path.abspath(files[role])}\t{_ident(os.stat(files[role]))}"
               for role in ("train_labels", "train_images", "test_labels", "test_images")]
     for role, key, kind in roles:
-        digest, _ = identity.known_digest(files[role], decoded)
+        digest, _ = identity.known_digest(files[role], decoded, Path(root))
         if digest is None:
             return None
         path = decoded / raw_name(digest, kind, key)

@@ -112,7 +112,8 @@ class Fetcher:
 
         verdict = verify(path, file, decoded_limit(self.spec, role))
         if verdict.ok:
-            self.manifest.record(path, sha256=verdict.sha256, content_sha256=verdict.content_sha256)
+            self.manifest.record(path, sha256=verdict.sha256, content_sha256=verdict.content_sha256,
+                                 verified_ns=verdict.read_ns)
         else:
             log.info("%s is not %s: %s", path, file.name, mismatch(file, verdict))
         return verdict.ok
@@ -134,7 +135,8 @@ class Fetcher:
             self.manifest.reload()
             verdict = verify(target, file, decoded_limit(self.spec, role))
             if verdict.ok:
-                self.manifest.record(target, sha256=verdict.sha256, content_sha256=verdict.content_sha256)
+                self.manifest.record(target, sha256=verdict.sha256, content_sha256=verdict.content_sha256,
+                                     verified_ns=verdict.read_ns)
                 return
             self.manifest.forget(target)
             if action(Local.DAMAGED, can_download=self._can_refetch()) == "repair":
@@ -256,7 +258,8 @@ class Fetcher:
                 if verdict.ok:
                     os.replace(tmp, target)
                     self.manifest.record(
-                        target, sha256=verdict.sha256, content_sha256=verdict.content_sha256, url=url
+                        target, sha256=verdict.sha256, content_sha256=verdict.content_sha256, url=url,
+                        verified_ns=verdict.read_ns,
                     )
                     self.manifest.save()
                     return True

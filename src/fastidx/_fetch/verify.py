@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,11 @@ _BLOCK = 1 << 20
 class Verdict:
     ok: bool
     size: int
-    sha256: str | None  # None when the file was accepted on its content and never hashed whole
+    sha256: str | None
     content_sha256: str | None = None
     how: str = ""
     problem: str = ""
+    read_ns: int = 0  # when the reading began: a digest of a file changed since then is stale
 
 
 def sha256_file(path: Path) -> str:
@@ -69,10 +71,13 @@ def content_sha256(path: Path, limit: int) -> tuple[str | None, str]:
 
 def verify(path: Path, spec, decoded_limit: int) -> Verdict:
     """Whether ``path`` is the official file ``spec``: by its own hash, else by its decoded content's."""
+    read_ns = time.time_ns()
     size = path.stat().st_size
-    # A file of another size than the official one cannot have its hash: not hashed unless refused.
+    # Hashed whole even when accepted on its content: the decoded cache names its entries after
+    # this digest, which the manifest keeps, so that loads need not hash the file again.
+    verdict = Verdict(False, size, sha256_file(path), read_ns=read_ns)
+    # A file of another size than the official one cannot have its hash.
     maybe_official = spec.sha256 is not None and (spec.size is None or size == spec.size)
-    verdict = Verdict(False, size, sha256_file(path) if maybe_official or spec.content_sha256 is None else None)
     if spec.sha256 is None and spec.content_sha256 is None:
         verdict.ok, verdict.how = True, "unverified (no hash known)"
         return verdict
@@ -86,8 +91,6 @@ def verify(path: Path, spec, decoded_limit: int) -> Verdict:
             verdict.ok, verdict.how = True, "content_sha256"
             return verdict
         verdict.problem = problem or f"its decoded content has SHA-256 {_short(content)}"
-    if verdict.sha256 is None:
-        verdict.sha256 = sha256_file(path)  # for the message
     return verdict
 
 

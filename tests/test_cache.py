@@ -525,3 +525,46 @@ def test_a_first_load_hashes_its_source_on_another_thread(data, tmp_path, monkey
     assert (tmp_path / "c" / "decoded" / f"{digest}.stored.fidx").is_file()
     again, _ = mnist.load("train", directory, cache_dir=tmp_path / "c")
     assert np.array_equal(again, arrays["train_images"]) and np.array_equal(x, again)
+
+
+def test_the_entries_of_a_load_share_one_writer_thread(data, tmp_path, monkeypatch):
+    """The four entries of a first load are compressed by one background thread, in order: it
+    is started once (a thread's start waits until the thread runs, a few ms on a busy machine)."""
+    import threading
+
+    from fastidx._cache import writer
+
+    started, release = [], threading.Event()
+    real = writer.background_priority
+
+    def held_back():
+        started.append(threading.get_ident())
+        release.wait(60)  # the thread writes nothing until the load has returned
+        real()
+
+    monkeypatch.setattr(writer, "background_priority", held_back)
+    monkeypatch.setattr("fastidx._memlimit.available", lambda *a: None)  # no memory limit
+    directory, arrays = data
+    (x, y), (xt, yt) = mnist.load_data(path=directory, cache_dir=tmp_path / "c")
+    release.set()
+    _cache.wait_for_writers()
+    assert len(started) == 1
+    assert len(list((tmp_path / "c" / "decoded").glob("*.fidx"))) == 4
+    assert all(r.ok for r in cache.verify(tmp_path / "c"))
+    (x2, _), (xt2, _) = mnist.load_data(path=directory, cache_dir=tmp_path / "c")
+    assert np.array_equal(x2, arrays["train_images"]) and np.array_equal(xt2, arrays["test_images"])
+
+
+def test_a_process_that_exits_after_a_first_load_leaves_whole_entries(data, tmp_path):
+    import subprocess
+    import sys
+
+    directory, arrays = data
+    code = ("import sys; from fastidx.datasets import mnist; "
+            "mnist.load_data(path=sys.argv[1], cache_dir=sys.argv[2])")  # exits at once
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code, str(directory), str(tmp_path / "c")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    decoded = tmp_path / "c" / "decoded"
+    assert len(list(decoded.glob("*.fidx"))) == 4 and not list(decoded.glob(".*.tmp"))
+    assert all(r.ok for r in cache.verify(tmp_path / "c"))

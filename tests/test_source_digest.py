@@ -15,7 +15,7 @@ import pytest
 
 import fastidx
 from fastidx import _cache, cache
-from fastidx._cache import budget, identity, writer
+from fastidx._cache import budget, hashing, identity, writer
 from fastidx.datasets import mnist
 
 TRAIN = "train-images-idx3-ubyte.gz"
@@ -40,7 +40,7 @@ def file_sha256(path) -> str:
 def count_hashing(monkeypatch) -> list:
     """Record every source hashed by a cache build (a first load's HashingReader) or by itself."""
     calls = []
-    reader, hash_and_record = writer.HashingReader, identity.hash_and_record
+    reader, hash_and_record = hashing.HashingReader, identity.hash_and_record
 
     def counting_reader(path):
         calls.append(os.path.basename(path))
@@ -50,7 +50,7 @@ def count_hashing(monkeypatch) -> list:
         calls.append(os.path.basename(path))
         return hash_and_record(path, *args)
 
-    monkeypatch.setattr(writer, "HashingReader", counting_reader)
+    monkeypatch.setattr(hashing, "HashingReader", counting_reader)
     monkeypatch.setattr(identity, "hash_and_record", counting_hash)
     return calls
 

@@ -193,7 +193,8 @@ class Source:
         owns the lock from then on (``wait``: until it is done; False if it failed). Unless
         ``hashed``, the writer hashes the source and names the entry."""
         from .._atomic import new_temp
-        from .writer import EntryWriter, HashingReader, frames_meta
+        from .hashing import HashingReader
+        from .writer import EntryWriter, frames_meta
 
         self._warn()
         writer = None

@@ -6,6 +6,7 @@ Failures are reported (one :class:`fastidx.CacheWarning`) by the next load, or a
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import contextlib
 import json
@@ -22,6 +23,7 @@ import zstandard
 
 from .._errors import CacheWarning, warn_cache
 from . import budget
+from .hashing import background_priority
 from .format import _FIXED, KIND_FRAMES, encode_header, entry_name, rows_per_frame
 from .identity import remember_digest
 
@@ -58,150 +60,62 @@ _writers: list = []
 _registered: list = []
 
 
-def _background_priority() -> None:
-    """Background work (this thread): on a busy machine the decoding the user waits for goes
-    first (Linux: a thread's nice value is its own)."""
-    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
-class _Hasher:
-    """SHA-256 on a thread of its own: the decoding thread hands over copies of the bytes it
-    reads (a memcpy) instead of hashing them (about 30 ms for MNIST's 11 MB on the machine
-    where this was measured, a quarter of a first load). At most :data:`_HASH_BACKLOG` bytes
-    wait; beyond, the reader waits for the hasher, which only hashes (a bounded wait)."""
+class _Worker:
+    """The one background thread of a process that compresses and writes entries, in the order
+    their loads opened them; it ends when none is waiting and the next entry starts another.
+    A first load of MNIST opens four entries and starts one thread, not four, without waiting
+    for it to run (``threading.Thread.start`` waits: 0.2-9 ms measured on a 2-vCPU virtual
+    machine, where the other vCPU is idle or busy compressing the previous entry). Not being a
+    ``threading`` thread, it is not joined at exit: an ``atexit`` hook waits for the entries."""
 
     def __init__(self):
-        import hashlib  # OpenSSL's: only a load that hashes its source pays for the import
+        self.lock = threading.Lock()
+        self.jobs: deque = deque()
+        self.thread = None
 
-        self._hash = hashlib.sha256()
-        self._cv = threading.Condition()
-        self._queue: deque = deque()
-        self._pending = 0
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="fastidx-hash")
-        self._thread.start()
+    def submit(self, writer) -> None:
+        with self.lock:
+            self.jobs.append(writer)
+            if self.thread is None:
+                self.thread = _thread.start_new_thread(self._serve, ())
 
-    def feed(self, view) -> None:
-        data = bytes(view)
-        with self._cv:
-            while self._pending > _HASH_BACKLOG and self._thread.is_alive():
-                self._cv.wait(0.1)
-            self._queue.append(data)
-            self._pending += len(data)
-            self._cv.notify_all()
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
-
-    def hexdigest(self) -> str:
-        self.close()
-        self._thread.join()
-        return self._hash.hexdigest()
-
-    def _run(self) -> None:
-        _background_priority()  # the decoding the user waits for goes first
+    def _serve(self) -> None:
+        background_priority()
         while True:
-            with self._cv:
-                while not self._queue and not self._closed:
-                    self._cv.wait()
-                if not self._queue:
+            with self.lock:
+                if not self.jobs:
+                    self.thread = None
                     return
-                data = self._queue.popleft()
-            self._hash.update(data)  # hashlib releases the GIL for large updates
-            with self._cv:
-                self._pending -= len(data)
-                self._cv.notify_all()
+                writer = self.jobs.popleft()
+            try:
+                writer._run()
+            except BaseException as exc:  # never leave the entries behind it waiting
+                _failures.append(f"could not write the cache entry {writer.final} ({exc})")
+            finally:
+                writer._finished.set()
+
+    def after_fork(self) -> None:
+        """In a child process: the parent's thread and entries are not the child's."""
+        self.lock = threading.Lock()
+        self.jobs = deque()
+        self.thread = None
 
 
-#: Bytes read but not yet hashed that a first load may hold (see :class:`_Hasher`).
-_HASH_BACKLOG = 4 << 20
-
-
-class _InlineHasher:
-    """SHA-256 in the reading thread: under a memory limit, where no copy may wait."""
-
-    def __init__(self):
-        import hashlib  # OpenSSL's: only a load that hashes its source pays for the import
-
-        self._hash = hashlib.sha256()
-        self.feed = self._hash.update
-
-    def close(self) -> None:
-        pass
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-def _hasher():
-    from .. import _memlimit
-
-    return _Hasher() if _memlimit.available() is None else _InlineHasher()
-
-
-class HashingReader:
-    """The source file, hashed (SHA-256) as the decoder reads it: the entry's key is then the
-    digest of the very bytes decoded, at no extra pass over the file, and on another thread
-    (:class:`_Hasher`). Re-reads (the decoder peeks at the header) are not hashed twice;
-    :meth:`digest` is None unless every byte was read in order."""
-
-    def __init__(self, path: Path):
-        self._file = open(path, "rb", buffering=0)
-        self.name = os.fspath(path)  # errors name the source
-        self.read_ns = time.time_ns()
-        self._size = os.fstat(self._file.fileno()).st_size
-        self._hasher = _hasher()
-        self._hashed = 0
-
-    def _account(self, pos: int, data, n: int) -> None:
-        if pos <= self._hashed < pos + n:
-            self._hasher.feed(memoryview(data)[self._hashed - pos : n])
-            self._hashed = pos + n
-
-    def readinto(self, buffer) -> int:
-        pos = self._file.tell()
-        n = self._file.readinto(buffer) or 0
-        self._account(pos, buffer, n)
-        return n
-
-    def read(self, n: int = -1) -> bytes:
-        pos = self._file.tell()
-        data = self._file.read(n)
-        self._account(pos, data, len(data))
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def seekable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._file.close()
-        self._hasher.close()  # what was read is still hashed: digest() waits for it
-
-    def digest(self) -> str | None:
-        digest = self._hasher.hexdigest()
-        return digest if self._hashed == self._size else None
+_worker = _Worker()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_worker.after_fork)
 
 
 class EntryWriter:
-    """Compresses chunks of whole rows as independent zstd frames into a temporary file, on a
-    thread of its own, then renames the file into place.
+    """Compresses chunks of whole rows as independent zstd frames into a temporary file, on the
+    process's background writer thread (:class:`_Worker`), then renames the file into place.
 
     The decoding thread hands over each chunk with :meth:`add`: ``owned`` chunks are buffers of
     the writer's (:meth:`buffer`); the others are views of the caller's output, copied by
     :meth:`close` if still waiting when the load returns (the caller may change its array).
     After :meth:`close` the load goes on while the thread finishes: checks that every row was
     written, writes the header, syncs and renames. It holds the entry's build lock until then,
-    so another load of the same entry waits for a whole file. Python joins the thread at exit.
+    so another load of the same entry waits for a whole file; at exit, Python waits for it.
     """
 
     def __init__(self, lock, fd: int, tmp: Path, final: Path | None, header: _idx.Header,
@@ -228,19 +142,24 @@ class EntryWriter:
         self._free: list = []
         self._pending = 0
         self._closed = self._aborted = False
-        self._thread = threading.Thread(target=self._run, name="fastidx-cache-writer")
+        self._finished = threading.Event()
+        _writers.append((os.getpid(), self))
         if _report_at_exit not in _registered:
             _registered.append(_report_at_exit)
             atexit.register(_report_at_exit)
-        self._thread.start()
-        _writers.append((os.getpid(), self))
+        _worker.submit(self)
+
+    @property
+    def running(self) -> bool:
+        """Not finished yet (waiting for the thread, or being written)."""
+        return not self._finished.is_set()
 
     # -- the decoding thread's side
 
     def buffer(self) -> np.ndarray:
         """A buffer for one chunk of rows (recycled once its frame is written)."""
         with self._cv:
-            while self._pending > self.backlog and self._thread.is_alive():
+            while self._pending > self.backlog and self.running:
                 self._cv.wait(0.1)
             if self._free:
                 return self._free.pop()
@@ -263,7 +182,7 @@ class EntryWriter:
         Under a memory limit (a smaller backlog) there may be no room for the copies: then wait
         until the thread has compressed the caller's chunks (bounded: it only compresses them)."""
         with self._cv:
-            while self.backlog < _BACKLOG and self._thread.is_alive() and (
+            while self.backlog < _BACKLOG and self.running and (
                     any(not item[1] for item in self._queue)
                     or (self._busy is not None and not self._busy[1])):
                 self._cv.wait(0.1)
@@ -288,11 +207,12 @@ class EntryWriter:
             self._queue.clear()
             self._cv.notify_all()
         self.report_later = False
-        self._thread.join()
+        self._finished.wait()
 
     def join(self) -> str | None:
-        """Wait for the thread (no limit is needed: it only compresses and writes what it has)."""
-        self._thread.join()
+        """Wait until the entry is written or dropped (no limit is needed: the thread only
+        compresses and writes what it has, this entry's and those queued before it)."""
+        self._finished.wait()
         return self.error
 
     # -- the writer thread
@@ -318,7 +238,6 @@ class EntryWriter:
             return len(item) == 3
 
     def _run(self) -> None:
-        _background_priority()
         try:
             self._write_all()
             if not self._aborted:
@@ -351,7 +270,7 @@ class EntryWriter:
                 _failures.append(self.error)
 
     def _name_by_content(self) -> None:
-        """The entry's key: the SHA-256 of the bytes the load decoded (see HashingReader)."""
+        """The entry's key: the SHA-256 of the bytes the load decoded (see :class:`.hashing.HashingReader`)."""
         path, ident, directory, variant, reader = self.source
         self.source = None
         digest = reader.digest()
@@ -415,7 +334,7 @@ def wait_for_writers() -> None:
     for pid, writer in list(_writers):
         if pid == os.getpid():
             writer.join()
-    _writers[:] = [(p, w) for p, w in _writers if p == os.getpid() and w._thread.is_alive()]
+    _writers[:] = [(p, w) for p, w in _writers if p == os.getpid() and w.running]
     report_failures()
 
 
@@ -429,7 +348,11 @@ def report_failures() -> None:
 
 
 def _report_at_exit() -> None:
-    # Python has joined the writer threads by now (they are not daemons).
+    """At exit: wait for the entries still being written (bounded: the thread only compresses
+    and writes what it has), then report failures."""
+    for pid, writer in list(_writers):
+        if pid == os.getpid():
+            writer.join()
     if _failures:
         warnings.warn("; ".join(_failures), CacheWarning, stacklevel=1)
         _failures.clear()

@@ -630,3 +630,60 @@ def test_progress_on_stderr_only_when_asked_or_a_tty(fetch_env, server, tmp_path
     _fetch.fetch(spec, mirrors=server.url, cache_dir=tmp_path / "c3", progress=True)
     err = capsys.readouterr().err
     assert "t10k-images-idx3-ubyte.gz" in err and "100%" in err
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", ">i2", ">i4", ">f4", ">f8"])
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_content_hash_is_the_hash_of_the_decoded_file(tmp_path, monkeypatch, dtype, pipelined):
+    """Large payloads are hashed on a second thread while the next block decodes: the digest is
+    the SHA-256 of the gunzipped file either way, for every IDX dtype (stored big-endian)."""
+    import threading
+
+    import numpy as np
+
+    import fastidx
+
+    monkeypatch.setattr(_verify, "_BLOCK", 64)  # many blocks, a short last one
+    monkeypatch.setattr(_verify, "_PIPELINE", 0 if pipelined else 1 << 40)
+    threads = []
+    real = hashlib.sha256
+
+    class Recording:
+        def __init__(self):
+            self._hash = real()
+
+        def update(self, data):
+            threads.append(threading.current_thread().name)
+            self._hash.update(data)
+
+        def hexdigest(self):
+            return self._hash.hexdigest()
+
+    monkeypatch.setattr(_verify.hashlib, "sha256", Recording)
+    rng = np.random.default_rng(7)
+    array = (rng.integers(-100, 100, (37, 5, 3)) * 1.5).astype(np.dtype(dtype).newbyteorder("="))
+    path = tmp_path / "a.gz"
+    fastidx.write_idx(path, array)
+    digest, problem = _verify.content_sha256(path, 1 << 30)
+    assert problem == "" and digest == real(gzip.decompress(path.read_bytes())).hexdigest()
+    payload = set(threads[1:])  # the first update is the header
+    assert payload == ({"fastidx-verify"} if pipelined else {threading.current_thread().name})
+    assert not [t for t in threading.enumerate() if t.name == "fastidx-verify"]
+
+
+def test_a_truncated_file_stops_the_pipelined_hash(tmp_path, monkeypatch):
+    import threading
+
+    import numpy as np
+
+    import fastidx
+
+    monkeypatch.setattr(_verify, "_BLOCK", 4096)
+    monkeypatch.setattr(_verify, "_PIPELINE", 0)
+    path = tmp_path / "a.gz"
+    fastidx.write_idx(path, np.random.default_rng(1).integers(0, 256, (500, 28, 28), dtype=np.uint8))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    digest, problem = _verify.content_sha256(path, 1 << 30)
+    assert digest is None and "fastidx cannot read it" in problem
+    assert not [t for t in threading.enumerate() if t.name == "fastidx-verify"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 
@@ -69,6 +68,8 @@ def _emit(f, header: bytes, payload: memoryview, compresslevel: int | None) -> N
         f.write(header)
         f.write(payload)
         return
+    import gzip  # only for writing: a load does not import it
+
     with gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=compresslevel) as gz:
         gz.write(header)
         gz.write(payload)

@@ -568,3 +568,29 @@ def test_a_process_that_exits_after_a_first_load_leaves_whole_entries(data, tmp_
     decoded = tmp_path / "c" / "decoded"
     assert len(list(decoded.glob("*.fidx"))) == 4 and not list(decoded.glob(".*.tmp"))
     assert all(r.ok for r in cache.verify(tmp_path / "c"))
+
+
+def test_a_writer_thread_that_cannot_start_fails_the_load_without_a_hang(data, tmp_path, monkeypatch):
+    """At a thread limit the first load fails as Python's thread start does, and nothing waits
+    for an entry no thread will write: the next load builds it."""
+    from fastidx._cache import writer
+
+    def no_thread(*args):
+        raise RuntimeError("can't start new thread")
+
+    import threading
+
+    directory, arrays = data
+    with monkeypatch.context() as patch:
+        patch.setattr(writer._thread, "start_new_thread", no_thread)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            mnist.load("train", directory, cache_dir=tmp_path / "c")
+    waiting = threading.Thread(target=_cache.wait_for_writers, daemon=True)
+    waiting.start()
+    waiting.join(60)
+    assert not waiting.is_alive()  # no writer is left that no thread will ever finish
+    assert not writer._worker.jobs
+    x, _ = mnist.load("train", directory, cache_dir=tmp_path / "c")
+    _cache.wait_for_writers()
+    assert np.array_equal(x, arrays["train_images"])
+    assert len(list((tmp_path / "c" / "decoded").glob("*.fidx"))) == 2

@@ -77,7 +77,11 @@ class _Worker:
         with self.lock:
             self.jobs.append(writer)
             if self.thread is None:
-                self.thread = _thread.start_new_thread(self._serve, ())
+                try:
+                    self.thread = _thread.start_new_thread(self._serve, ())
+                except BaseException:  # no thread (RuntimeError at a thread limit): no job either
+                    self.jobs.pop()
+                    raise
 
     def _serve(self) -> None:
         background_priority()
@@ -143,11 +147,16 @@ class EntryWriter:
         self._pending = 0
         self._closed = self._aborted = False
         self._finished = threading.Event()
-        _writers.append((os.getpid(), self))
         if _report_at_exit not in _registered:
             _registered.append(_report_at_exit)
             atexit.register(_report_at_exit)
-        _worker.submit(self)
+        try:
+            _worker.submit(self)
+        except BaseException:  # the caller releases the lock; the temporary file is reclaimed
+            self._file.close()
+            self._finished.set()
+            raise
+        _writers.append((os.getpid(), self))
 
     @property
     def running(self) -> bool:

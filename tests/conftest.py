@@ -48,3 +48,41 @@ def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"real MNIST files not found in {MNIST_DIR}")
     return MNIST_DIR
+
+
+@pytest.fixture
+def mnist_home(tmp_path, mnist_dir, monkeypatch) -> Path:
+    """A FASTIDX_HOME holding the four MNIST files, copied there (offline: nothing is fetched)."""
+    import shutil
+
+    root = tmp_path / "home"
+    (root / "mnist").mkdir(parents=True)
+    for f in mnist_dir.glob("*-ubyte.gz"):
+        shutil.copyfile(f, root / "mnist" / f.name)
+    monkeypatch.setenv("FASTIDX_HOME", str(root))
+    monkeypatch.setenv("FASTIDX_OFFLINE", "1")
+    return root
+
+
+@pytest.fixture
+def sha256_threads(monkeypatch) -> list:
+    """``hashlib.sha256`` recording the name of the thread of every ``update``: the list returned."""
+    import hashlib
+    import threading
+
+    threads = []
+    real = hashlib.sha256
+
+    class Recording:
+        def __init__(self, data=b""):
+            self._hash = real(data)
+
+        def update(self, data):
+            threads.append(threading.current_thread().name)
+            self._hash.update(data)
+
+        def hexdigest(self):
+            return self._hash.hexdigest()
+
+    monkeypatch.setattr(hashlib, "sha256", Recording)
+    return threads

@@ -497,31 +497,15 @@ def test_cache_warning_and_memory_error_are_exported():
     assert issubclass(MemoryLimitError, fastidx.FastIDXError)
 
 
-def test_a_first_load_hashes_its_source_on_another_thread(data, tmp_path, monkeypatch):
-    import hashlib
-    import threading
-
-    threads = []
-    real = hashlib.sha256
-
-    class Recording:
-        def __init__(self):
-            self._hash = real()
-
-        def update(self, data):
-            threads.append(threading.current_thread().name)
-            self._hash.update(data)
-
-        def hexdigest(self):
-            return self._hash.hexdigest()
-
-    monkeypatch.setattr(hashlib, "sha256", Recording)
+def test_a_first_load_hashes_its_source_on_another_thread(data, tmp_path, monkeypatch,
+                                                         sha256_threads):
+    threads = sha256_threads
     monkeypatch.setattr("fastidx._memlimit.available", lambda *a: None)  # no memory limit
     directory, arrays = data
     x, _ = mnist.load("train", directory, cache_dir=tmp_path / "c")
     _cache.wait_for_writers()
     assert threads and "MainThread" not in threads
-    digest = real((directory / "train-images-idx3-ubyte.gz").read_bytes()).hexdigest()
+    digest = hashlib.sha256((directory / "train-images-idx3-ubyte.gz").read_bytes()).hexdigest()
     assert (tmp_path / "c" / "decoded" / f"{digest}.stored.fidx").is_file()
     again, _ = mnist.load("train", directory, cache_dir=tmp_path / "c")
     assert np.array_equal(again, arrays["train_images"]) and np.array_equal(x, again)

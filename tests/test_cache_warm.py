@@ -33,15 +33,8 @@ print(json.dumps({{"new": new, "sums": [int(a.sum(dtype=np.int64)) for a in (x, 
 
 
 @pytest.fixture
-def home(tmp_path, mnist_dir, monkeypatch):
-    """A FASTIDX_HOME holding the four MNIST files, as `fastidx download` leaves them."""
-    root = tmp_path / "home"
-    (root / "mnist").mkdir(parents=True)
-    for f in mnist_dir.glob("*-ubyte.gz"):
-        shutil.copyfile(f, root / "mnist" / f.name)
-    monkeypatch.setenv("FASTIDX_HOME", str(root))
-    monkeypatch.setenv("FASTIDX_OFFLINE", "1")
-    return root
+def home(mnist_home):
+    return mnist_home
 
 
 def warm_up(monkeypatch, **options) -> None:

@@ -634,7 +634,8 @@ def test_progress_on_stderr_only_when_asked_or_a_tty(fetch_env, server, tmp_path
 
 @pytest.mark.parametrize("dtype", ["u1", "i1", ">i2", ">i4", ">f4", ">f8"])
 @pytest.mark.parametrize("pipelined", [False, True])
-def test_content_hash_is_the_hash_of_the_decoded_file(tmp_path, monkeypatch, dtype, pipelined):
+def test_content_hash_is_the_hash_of_the_decoded_file(tmp_path, monkeypatch, dtype, pipelined,
+                                                      sha256_threads):
     """Large payloads are hashed on a second thread while the next block decodes: the digest is
     the SHA-256 of the gunzipped file either way, for every IDX dtype (stored big-endian)."""
     import threading
@@ -645,27 +646,13 @@ def test_content_hash_is_the_hash_of_the_decoded_file(tmp_path, monkeypatch, dty
 
     monkeypatch.setattr(_verify, "_BLOCK", 64)  # many blocks, a short last one
     monkeypatch.setattr(_verify, "_PIPELINE", 0 if pipelined else 1 << 40)
-    threads = []
-    real = hashlib.sha256
-
-    class Recording:
-        def __init__(self):
-            self._hash = real()
-
-        def update(self, data):
-            threads.append(threading.current_thread().name)
-            self._hash.update(data)
-
-        def hexdigest(self):
-            return self._hash.hexdigest()
-
-    monkeypatch.setattr(_verify.hashlib, "sha256", Recording)
+    threads = sha256_threads
     rng = np.random.default_rng(7)
     array = (rng.integers(-100, 100, (37, 5, 3)) * 1.5).astype(np.dtype(dtype).newbyteorder("="))
     path = tmp_path / "a.gz"
     fastidx.write_idx(path, array)
     digest, problem = _verify.content_sha256(path, 1 << 30)
-    assert problem == "" and digest == real(gzip.decompress(path.read_bytes())).hexdigest()
+    assert problem == "" and digest == hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
     payload = set(threads[1:])  # the first update is the header
     assert payload == ({"fastidx-verify"} if pipelined else {threading.current_thread().name})
     assert not [t for t in threading.enumerate() if t.name == "fastidx-verify"]

@@ -22,15 +22,8 @@ TRAIN = "train-images-idx3-ubyte.gz"
 
 
 @pytest.fixture
-def home(tmp_path, mnist_dir, monkeypatch):
-    """A FASTIDX_HOME holding the four MNIST files, copied there by hand."""
-    root = tmp_path / "home"
-    (root / "mnist").mkdir(parents=True)
-    for f in mnist_dir.glob("*-ubyte.gz"):
-        shutil.copyfile(f, root / "mnist" / f.name)
-    monkeypatch.setenv("FASTIDX_HOME", str(root))
-    monkeypatch.setenv("FASTIDX_OFFLINE", "1")
-    return root
+def home(mnist_home):
+    return mnist_home
 
 
 def file_sha256(path) -> str:

@@ -1,11 +1,9 @@
-"""The decoded cache's size budget: how it is set and read, and the quick check a background
-writer makes after each entry (whether :func:`fastidx.cache.prune` has anything to do)."""
+"""The decoded cache's size budget: how it is set and read (:func:`fastidx.cache.max_size`)."""
 
 from __future__ import annotations
 
 import os
 import re
-import stat
 
 import numpy as np
 
@@ -56,18 +54,3 @@ def max_size(cache_dir=None) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_MAX_SIZE
 
-
-def within(directory, limit: int | None) -> bool:
-    """Whether the entries in ``directory`` surely fit in ``limit`` bytes: the sizes of every
-    regular file named like an entry (``*.fidx``, ``*.raw``), as ``lstat`` gives them, a superset
-    of what :func:`fastidx.cache.prune` counts. One ``scandir``, no header read."""
-    if limit is None:
-        return True
-    total = 0
-    with os.scandir(directory) as names:
-        for entry in names:
-            if entry.name.endswith((".fidx", ".raw")) and not entry.name.startswith("."):
-                st = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(st.st_mode):
-                    total += st.st_size
-    return total <= limit

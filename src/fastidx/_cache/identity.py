@@ -24,7 +24,6 @@ RACY_NS = 2_000_000_000
 #: Linux advances them with its clock tick, 10 ms at most (HZ=100), so 10 ticks.
 RACY_FINE_NS = 100_000_000
 
-MANIFEST_NAME = "fetch-manifest.json"  # _fetch.manifest's file, read here without importing _fetch
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -96,17 +95,15 @@ def manifest_digest(path, root: Path, ident: list[int]) -> str | None:
     """The SHA-256 the fetch manifest of the cache root ``root`` holds for ``path`` as it is now
     (``ident``), taken when the file was verified at download or first sight; None when the
     manifest does not know the file, it has changed since, or the digest is not trusted
-    (:func:`trusted`). Read only: the manifest is the fetcher's."""
-    name = os.path.abspath(path)
-    prefix = os.path.join(os.path.abspath(root), "")
-    key = name[len(prefix):].replace(os.sep, "/") if name.startswith(prefix) else name
-    try:
-        with open(os.path.join(prefix, MANIFEST_NAME), "rb") as f:
-            entry = parse_json(f.read())["files"][key]
-        facts = (entry["ino"], entry["size"], entry["mtime_ns"], entry["ctime_ns"])
-        digest, verified_ns = entry["sha256"], entry["verified_ns"]
-    except (OSError, ValueError, KeyError, TypeError):
+    (:func:`trusted`). Read only, through the fetcher's own :class:`~fastidx._fetch.manifest.Manifest`
+    (a sideways import: the loads that get here have imported ``_fetch`` already, or the registry)."""
+    from .._fetch.manifest import Manifest
+
+    entry = Manifest(Path(os.path.abspath(root))).entry(Path(os.path.abspath(path)))
+    if entry is None:
         return None
+    facts = tuple(entry.get(k) for k in ("ino", "size", "mtime_ns", "ctime_ns"))
+    digest, verified_ns = entry.get("sha256"), entry.get("verified_ns")
     if facts != (ident[1], ident[2], ident[3], ident[4]) or not isinstance(verified_ns, int):
         return None
     if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):

@@ -113,11 +113,26 @@ def _layout(cache_dir, wait=True):
                 sub.close()
 
 
-def _entry_names(top: _Dir) -> list[str]:
-    names = []
+def _entry_stats(top: _Dir) -> list:
+    """``(name, lstat)`` of each regular file in ``top`` named like an entry."""
+    found = []
     for name in top.names():
         if _ENTRY.fullmatch(name) or _RAW.fullmatch(name):
             with contextlib.suppress(OSError):
-                if stat.S_ISREG(top.lstat(name).st_mode):
-                    names.append(name)
-    return names
+                st = top.lstat(name)
+                if stat.S_ISREG(st.st_mode):
+                    found.append((name, st))
+    return found
+
+
+def _entry_names(top: _Dir) -> list[str]:
+    return [name for name, _ in _entry_stats(top)]
+
+
+def entries_within(directory: Path, limit: int | None) -> bool:
+    """Whether the entries in ``directory`` (the files :func:`fastidx.cache.prune` counts) take at
+    most ``limit`` bytes: one listing and an ``lstat`` each, no header read."""
+    if limit is None:
+        return True
+    with _Dir(directory) as top:
+        return sum(st.st_size for _, st in _entry_stats(top)) <= limit

@@ -22,7 +22,7 @@ import numpy as np
 import zstandard
 
 from .._errors import CacheWarning, warn_cache
-from . import budget
+from . import budget, tree
 from .hashing import background_priority
 from .format import _FIXED, KIND_FRAMES, encode_header, entry_name, rows_per_frame
 from .identity import remember_digest
@@ -331,18 +331,23 @@ def enforce_budget(written: Path, keep=()) -> None:
     budget (the usual case) the entries are only listed: the thread runs beside a load that
     needs the interpreter lock between its native calls."""
     with contextlib.suppress(OSError, ValueError):
-        if budget.within(written.parent, budget.max_size(written.parent.parent)):
+        if tree.entries_within(written.parent, budget.max_size(written.parent.parent)):
             return
         from .. import cache as management
 
         management.prune(cache_dir=written.parent.parent, keep={written.name, *keep}, _wait=False)
 
 
-def wait_for_writers() -> None:
-    """Wait until this process's background cache writers are done; report their failures."""
+def _join_writers() -> None:
+    """Wait for this process's entries (bounded: the thread only compresses and writes them)."""
     for pid, writer in list(_writers):
         if pid == os.getpid():
             writer.join()
+
+
+def wait_for_writers() -> None:
+    """Wait until this process's background cache writers are done; report their failures."""
+    _join_writers()
     _writers[:] = [(p, w) for p, w in _writers if p == os.getpid() and w.running]
     report_failures()
 
@@ -357,11 +362,8 @@ def report_failures() -> None:
 
 
 def _report_at_exit() -> None:
-    """At exit: wait for the entries still being written (bounded: the thread only compresses
-    and writes what it has), then report failures."""
-    for pid, writer in list(_writers):
-        if pid == os.getpid():
-            writer.join()
+    """At exit: wait for the entries still being written, then report failures."""
+    _join_writers()
     if _failures:
         warnings.warn("; ".join(_failures), CacheWarning, stacklevel=1)
         _failures.clear()
